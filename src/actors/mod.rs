@@ -1,0 +1,144 @@
+//! The actors, and the directory that finds them.
+//!
+//! - [`store::StoreActor`], one per store: routes its products' messages to their actors
+//!   (its catalog) and creates product actors on first use.
+//! - [`product::ProductActor`], one per touched product: owns its stock, holds,
+//!   per-customer counts, used idempotency keys and rendered snapshot. Every decision
+//!   about a product's stock is made in its mailbox, one message at a time.
+//! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
+//!
+//! Every mailbox is bounded. Messages carry a oneshot reply channel and are sent with
+//! `try_send`, so a full mailbox is an immediate 503 `overloaded`, never a queue without
+//! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
+
+pub mod product;
+pub mod store;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+
+use crate::db::Pool;
+use crate::domain::ledger::Refusal;
+use crate::domain::order::Order;
+use product::ProductMsg;
+use store::{StoreActor, ToProduct};
+use writer::OrderWriter;
+
+/// Why a message to an actor did not get the answer it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No such product in this store.
+    NotFound,
+    /// A mailbox or the writer's queue is full.
+    Overloaded,
+    /// PostgreSQL could not be reached or the batch failed; nothing was taken.
+    Unavailable,
+    /// The sale's rules said no.
+    Refused(Refusal),
+}
+
+/// What a checkout came to, short of failing.
+#[derive(Debug, Clone)]
+pub enum Checkout {
+    /// Committed.
+    Created(Order),
+    /// The product already has an order under this key (from before a restart); the
+    /// caller replays it or, if the request differs, refuses the key.
+    KnownKey { order_id: String, request_hash: Vec<u8> },
+    /// The database already had an order under this key in the store.
+    Duplicate,
+}
+
+/// What actors share: the pool, the writer, the threads they run on.
+pub struct Shared {
+    pub pool: Pool,
+    pub writer: Addr<OrderWriter>,
+    pub mailbox_capacity: usize,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+}
+
+impl Shared {
+    /// Spreads actors over the arbiters, round robin.
+    pub fn next_arbiter(&self) -> &ArbiterHandle {
+        &self.arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()]
+    }
+}
+
+/// The directory of store actors. Product actors are found through their store.
+pub struct Actors {
+    shared: Arc<Shared>,
+    stores: RwLock<HashMap<String, Addr<StoreActor>>>,
+    /// The threads actors run on; stopped with the directory.
+    arbiters: Vec<Arbiter>,
+}
+
+impl Actors {
+    /// Starts the writer and the arbiters. Must run inside an actix `System`.
+    pub fn start(pool: Pool, settings: &crate::config::Settings) -> Self {
+        let arbiters: Vec<Arbiter> = (0..settings.arbiter_count()).map(|_| Arbiter::new()).collect();
+        let writer_arbiter = Arbiter::new();
+        let writer_actor = OrderWriter::new(pool.clone(), settings);
+        let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
+        let shared = Arc::new(Shared {
+            pool,
+            writer,
+            mailbox_capacity: settings.mailbox_capacity,
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            next_arbiter: AtomicUsize::new(0),
+        });
+        let mut all = arbiters;
+        all.push(writer_arbiter);
+        Actors { shared, stores: RwLock::new(HashMap::new()), arbiters: all }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    fn store(&self, store_id: &str) -> Addr<StoreActor> {
+        if let Some(addr) = self.stores.read().expect("store directory").get(store_id) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let mut stores = self.stores.write().expect("store directory");
+        match stores.get(store_id) {
+            Some(addr) if addr.connected() => addr.clone(),
+            _ => {
+                let actor = StoreActor::new(store_id.to_owned(), self.shared.clone());
+                let addr = StoreActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
+                stores.insert(store_id.to_owned(), addr.clone());
+                addr
+            }
+        }
+    }
+
+    /// Sends `msg` to a product through its store's actor; a full mailbox answers the
+    /// message's reply channel with [`Failure::Overloaded`] at once.
+    pub fn to_product(&self, store_id: &str, product_id: &str, msg: ProductMsg) {
+        let envelope = ToProduct { product_id: product_id.to_owned(), msg };
+        match self.store(store_id).try_send(envelope) {
+            Ok(()) => {}
+            Err(SendError::Full(envelope)) => {
+                crate::metrics::MAILBOX_REJECTIONS.with_label_values(&["store"]).inc();
+                envelope.msg.fail(Failure::Overloaded);
+            }
+            Err(SendError::Closed(envelope)) => envelope.msg.fail(Failure::Unavailable),
+        }
+    }
+}
+
+impl Drop for Actors {
+    /// Stops the arbiters, and with them every store and product actor (and so their
+    /// pooled connections), when the application goes away.
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The product actor: the single owner of one product's stock.
+//!
+//! Checkouts on a hot product queue in this actor's mailbox and are decided one at a
+//! time, in memory: sale window, idempotency key, per-customer limit, stock. A taken
+//! order goes to the order writer, which answers the buyer once its batch commits, or
+//! sends the stock back here ([`GiveBack`]) if it does not.
+//!
+//! State is loaded from PostgreSQL when the actor starts (its mailbox waits meanwhile),
+//! so after a restart the actor knows exactly what was committed: stock, per-customer
+//! counts and the idempotency keys already used on this product.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::writer::Write;
+use super::{Checkout, Failure, Shared};
+use crate::db;
+use crate::domain::ids::new_id;
+use crate::domain::ledger::Ledger;
+use crate::domain::order::{CheckoutBody, NewOrder, Order};
+use crate::domain::product::{Product, StockView};
+use crate::metrics::MAILBOX_REJECTIONS;
+
+/// How long the actor of an id that names no product lingers, answering 404 without
+/// asking the database again.
+const MISSING_LINGER: Duration = Duration::from_secs(10);
+
+/// A checkout, validated, on its way to the product.
+#[derive(Debug)]
+pub struct CheckoutCommand {
+    pub body: CheckoutBody,
+    pub idempotency_key: String,
+    pub request_hash: [u8; 32],
+    pub api_key_id: String,
+    pub client_addr: Option<String>,
+}
+
+pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
+pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
+
+/// The messages a product answers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ProductMsg {
+    Checkout { cmd: CheckoutCommand, reply: CheckoutReply },
+    Read { reply: SnapshotReply },
+    Restock { quantity: i64, reply: SnapshotReply },
+}
+
+impl ProductMsg {
+    /// Answers the message with `failure` (it was not delivered or cannot be served).
+    pub fn fail(self, failure: Failure) {
+        match self {
+            ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
+            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => drop(reply.send(Err(failure))),
+        }
+    }
+}
+
+/// Stock taken for an order that did not become durable (failed batch, duplicate key).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GiveBack {
+    pub order_id: String,
+    pub customer_id: String,
+    pub quantity: i64,
+    pub idempotency_key: String,
+}
+
+/// The rendered representation of the product, made once per change.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// `GET /products/{id}` body.
+    pub body: Vec<u8>,
+    /// `GET /products/{id}/stock` body.
+    pub stock_body: Vec<u8>,
+    /// Strong validator: a hash of `body`.
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+    /// The status in `body` changes at this instant (a sale window edge).
+    valid_until: Option<DateTime<Utc>>,
+}
+
+struct Loaded {
+    product: Product,
+    ledger: Ledger,
+    /// Idempotency keys used on this product → (order id, request hash).
+    keys: HashMap<String, (String, Vec<u8>)>,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+enum State {
+    Loading,
+    /// No such product in this store.
+    Missing,
+    Ready(Box<Loaded>),
+}
+
+pub struct ProductActor {
+    product_id: String,
+    store_id: String,
+    shared: Arc<Shared>,
+    state: State,
+}
+
+impl ProductActor {
+    pub fn new(product_id: String, store_id: String, shared: Arc<Shared>) -> Self {
+        ProductActor { product_id, store_id, shared, state: State::Loading }
+    }
+}
+
+async fn load_product(pool: db::Pool, store_id: String, product_id: String) -> anyhow::Result<Option<Loaded>> {
+    let client = pool.get().await?;
+    let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
+        return Ok(None);
+    };
+    let held = db::products::held_by_customer(&**client, &product_id).await?;
+    let keys = db::products::idempotency_keys(&**client, &product_id).await?;
+    let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
+    Ok(Some(Loaded { product, ledger, keys, snapshot: None }))
+}
+
+impl Actor for ProductActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
+        let load = load_product(self.shared.pool.clone(), self.store_id.clone(), self.product_id.clone());
+        // `wait`: no message is handled until the state is known.
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+            Ok(Some(loaded)) => act.state = State::Ready(Box::new(loaded)),
+            Ok(None) => {
+                act.state = State::Missing;
+                ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
+            }
+            Err(e) => {
+                // Queued messages are dropped with the actor; their senders see 503.
+                tracing::warn!(product.id = %act.product_id, error = %e, "failed to load product");
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Handler<ProductMsg> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProductMsg, ctx: &mut Self::Context) {
+        let loaded = match &mut self.state {
+            State::Ready(loaded) => loaded,
+            State::Missing => return msg.fail(Failure::NotFound),
+            State::Loading => return msg.fail(Failure::Unavailable),
+        };
+        match msg {
+            ProductMsg::Checkout { cmd, reply } => checkout(loaded, cmd, reply, &self.shared, ctx),
+            ProductMsg::Read { reply } => {
+                let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
+            }
+            ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, ctx),
+        }
+    }
+}
+
+/// Decides one checkout and, if it takes stock, hands the order to the writer.
+fn checkout(
+    loaded: &mut Loaded,
+    cmd: CheckoutCommand,
+    reply: CheckoutReply,
+    shared: &Shared,
+    ctx: &mut Context<ProductActor>,
+) {
+    if let Some((order_id, request_hash)) = loaded.keys.get(&cmd.idempotency_key) {
+        let known = Checkout::KnownKey { order_id: order_id.clone(), request_hash: request_hash.clone() };
+        let _ = reply.send(Ok(known));
+        return;
+    }
+    let now = Utc::now();
+    let product = &loaded.product;
+    let body = cmd.body;
+    let max = product.max_per_customer.map(i64::from);
+    if let Err(refusal) = loaded.ledger.take(&body.customer_id, body.quantity, max, &product.window(), now) {
+        let _ = reply.send(Err(Failure::Refused(refusal)));
+        return;
+    }
+    let held = product.hold_seconds > 0;
+    let quantity = body.quantity as i32;
+    let order = Order {
+        id: new_id("ord"),
+        store_id: product.store_id.clone(),
+        product_id: product.id.clone(),
+        customer_id: body.customer_id.clone(),
+        quantity,
+        unit_price_cents: product.price_cents,
+        currency: product.currency.clone(),
+        total_cents: product.price_cents * i64::from(quantity),
+        status: if held { "reserved" } else { "confirmed" }.to_owned(),
+        expires_at: held.then(|| now + chrono::Duration::seconds(product.hold_seconds.into())),
+        created_at: now,
+    };
+    let order_id = order.id.clone();
+    let new_order = NewOrder {
+        order,
+        idempotency_key: cmd.idempotency_key.clone(),
+        request_hash: cmd.request_hash,
+        api_key_id: cmd.api_key_id,
+        client_addr: cmd.client_addr,
+        consent: body.consent,
+    };
+    match shared.writer.try_send(Write { order: new_order, product: ctx.address(), reply }) {
+        Ok(()) => {
+            loaded.keys.insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
+            loaded.touch(now);
+        }
+        Err(SendError::Full(w) | SendError::Closed(w)) => {
+            MAILBOX_REJECTIONS.with_label_values(&["writer"]).inc();
+            loaded.ledger.give_back(&body.customer_id, body.quantity);
+            let _ = w.reply.send(Err(Failure::Overloaded));
+        }
+    }
+}
+
+impl ProductActor {
+    /// Adds stock in the database, then in memory; the mailbox waits for it.
+    fn restock(&mut self, quantity: i64, reply: SnapshotReply, ctx: &mut Context<Self>) {
+        let pool = self.shared.pool.clone();
+        let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let update = async move {
+            let client = pool.get().await?;
+            Ok::<_, anyhow::Error>(db::products::restock(&**client, &store_id, &product_id, quantity).await?)
+        };
+        ctx.wait(update.into_actor(self).map(move |updated, act, _| {
+            let State::Ready(loaded) = &mut act.state else { return drop(reply.send(Err(Failure::NotFound))) };
+            match updated {
+                Ok(Some(row)) => {
+                    loaded.ledger.restock(quantity);
+                    loaded.product.updated_at = row.updated_at;
+                    loaded.snapshot = None;
+                    let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
+                }
+                Ok(None) => drop(reply.send(Err(Failure::NotFound))),
+                Err(e) => {
+                    tracing::warn!(product.id = %act.product_id, error = %e, "restock failed");
+                    let _ = reply.send(Err(Failure::Unavailable));
+                }
+            }
+        }));
+    }
+}
+
+impl Handler<GiveBack> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GiveBack, _: &mut Self::Context) {
+        let State::Ready(loaded) = &mut self.state else { return };
+        loaded.ledger.give_back(&msg.customer_id, msg.quantity);
+        if loaded.keys.get(&msg.idempotency_key).is_some_and(|(id, _)| *id == msg.order_id) {
+            loaded.keys.remove(&msg.idempotency_key);
+        }
+        loaded.touch(Utc::now());
+    }
+}
+
+impl Loaded {
+    /// Stock changed: the snapshot must be rendered again.
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.product.updated_at = now;
+        self.snapshot = None;
+    }
+
+    /// The current snapshot, rendered if stale.
+    fn snapshot(&mut self, now: DateTime<Utc>) -> Arc<Snapshot> {
+        if let Some(s) = &self.snapshot {
+            if s.valid_until.is_none_or(|t| now < t) {
+                return s.clone();
+            }
+        }
+        self.product.stock_total = self.ledger.total();
+        self.product.stock_available = self.ledger.available();
+        let view = self.product.to_view(now);
+        let body = serde_json::to_vec(&view).unwrap_or_default();
+        let stock = StockView { stock_available: view.stock_available, status: view.status };
+        let stock_body = serde_json::to_vec(&stock).unwrap_or_default();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
+        let window = self.product.window();
+        let valid_until = [window.starts_at, window.ends_at].into_iter().flatten().filter(|t| *t > now).min();
+        let snapshot = Arc::new(Snapshot {
+            etag: format!("\"{}\"", hex::encode(&digest[..12])),
+            last_modified: self.product.updated_at,
+            body,
+            stock_body,
+            valid_until,
+        });
+        self.snapshot = Some(snapshot.clone());
+        snapshot
+    }
+}

@@ -1,0 +1,79 @@
+//! The store actor: one per store, owning its catalog of product actors.
+//!
+//! Product actors are made on first use and placed on the arbiters round robin; a
+//! catalog of a million products costs nothing until a product is touched.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::product::{ProductActor, ProductMsg};
+use super::{Failure, Shared};
+use crate::metrics::MAILBOX_REJECTIONS;
+
+/// A message for one of the store's products.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToProduct {
+    pub product_id: String,
+    pub msg: ProductMsg,
+}
+
+pub struct StoreActor {
+    store_id: String,
+    shared: Arc<Shared>,
+    /// product id → its actor, for every product of this store touched so far.
+    catalog: HashMap<String, Addr<ProductActor>>,
+}
+
+impl StoreActor {
+    pub fn new(store_id: String, shared: Arc<Shared>) -> Self {
+        StoreActor { store_id, shared, catalog: HashMap::new() }
+    }
+
+    /// The product's actor, started (on the next arbiter) if it is not running.
+    fn product(&mut self, product_id: &str) -> Addr<ProductActor> {
+        if let Some(addr) = self.catalog.get(product_id) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let actor = ProductActor::new(product_id.to_owned(), self.store_id.clone(), self.shared.clone());
+        let addr = ProductActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
+        self.catalog.insert(product_id.to_owned(), addr.clone());
+        addr
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
+    }
+}
+
+impl Handler<ToProduct> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, ToProduct { product_id, msg }: ToProduct, _: &mut Self::Context) {
+        let mut msg = msg;
+        // Once more if the actor stopped between our check and the send (an unknown id's
+        // actor stops itself after a while; a failed load stops it at once).
+        for _ in 0..2 {
+            match self.product(&product_id).try_send(msg) {
+                Ok(()) => return,
+                Err(SendError::Full(m)) => {
+                    MAILBOX_REJECTIONS.with_label_values(&["product"]).inc();
+                    return m.fail(Failure::Overloaded);
+                }
+                Err(SendError::Closed(m)) => {
+                    self.catalog.remove(&product_id);
+                    msg = m;
+                }
+            }
+        }
+        msg.fail(Failure::Unavailable);
+    }
+}

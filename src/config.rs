@@ -1,0 +1,126 @@
+//! Settings, read once at start from the command line or the environment.
+//!
+//! Every setting has a flag and an environment variable; `flashsale --help` lists them all
+//! with their defaults. The variables read are:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `FLASHSALE_LISTEN` | `127.0.0.1:8080` | address to serve HTTP on |
+//! | `DATABASE_URL` | unset | PostgreSQL to use; unset: a private server is started |
+//! | `FLASHSALE_DATA_DIR` | `.flashsale` | where the private PostgreSQL keeps its data |
+//! | `FLASHSALE_ADMIN_TOKEN` | generated | the operator token |
+//! | `FLASHSALE_DB_POOL_SIZE` | 16 | PostgreSQL connections in the pool |
+//! | `FLASHSALE_BATCH_MAX` | 512 | orders per write-behind transaction, at most |
+//! | `FLASHSALE_BATCH_LINGER_MS` | 2 | how long a batch waits to fill before it is written |
+//! | `FLASHSALE_BATCHES_IN_FLIGHT` | 4 | batches being committed at once, at most |
+//! | `FLASHSALE_MAILBOX_CAPACITY` | 4096 | bounded mailbox size of every actor |
+//! | `FLASHSALE_ARBITERS` | cores | threads that host store and product actors |
+//! | `FLASHSALE_HTTP_WORKERS` | cores | actix-web worker threads |
+//! | `FLASHSALE_BODY_LIMIT` | 65536 | largest accepted request body, bytes |
+//! | `FLASHSALE_IDEMPOTENCY_CACHE` | 1000000 | idempotency results kept in memory |
+//! | `FLASHSALE_SEED_DEMO` | true | seed a demo store into an empty database |
+//! | `RUST_LOG` | `info` | log filter |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = ".flashsale";
+pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_BATCH_MAX: usize = 512;
+pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 4;
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
+/// Seconds a client is told to wait after a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Flash-sale checkout backend. Every flag also reads from the environment variable shown.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "flashsale", version, about)]
+pub struct Settings {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "FLASHSALE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL connection URL. Unset: start a private PostgreSQL from the machine's
+    /// server binaries, with its data under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for the private PostgreSQL's data (used only without DATABASE_URL).
+    #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Operator token (creates and reads stores). Unset: one is generated and printed.
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "FLASHSALE_DB_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
+    pub db_pool_size: usize,
+
+    /// Orders written per write-behind transaction, at most.
+    #[arg(long, env = "FLASHSALE_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX)]
+    pub batch_max: usize,
+
+    /// Milliseconds a batch waits to fill before it is written.
+    #[arg(long, env = "FLASHSALE_BATCH_LINGER_MS", default_value_t = DEFAULT_BATCH_LINGER_MS)]
+    pub batch_linger_ms: u64,
+
+    /// Write-behind batches being committed at once, at most.
+    #[arg(long, env = "FLASHSALE_BATCHES_IN_FLIGHT", default_value_t = DEFAULT_BATCHES_IN_FLIGHT)]
+    pub batches_in_flight: usize,
+
+    /// Capacity of every actor's bounded mailbox; a full mailbox answers 503 overloaded.
+    #[arg(long, env = "FLASHSALE_MAILBOX_CAPACITY", default_value_t = DEFAULT_MAILBOX_CAPACITY)]
+    pub mailbox_capacity: usize,
+
+    /// Threads (arbiters) hosting store and product actors. Default: one per core.
+    #[arg(long, env = "FLASHSALE_ARBITERS")]
+    pub arbiters: Option<usize>,
+
+    /// actix-web worker threads. Default: one per core.
+    #[arg(long, env = "FLASHSALE_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+
+    /// Largest accepted request body in bytes; larger: 413 payload_too_large.
+    #[arg(long, env = "FLASHSALE_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// Idempotency results kept in memory (older ones are found in PostgreSQL).
+    #[arg(long, env = "FLASHSALE_IDEMPOTENCY_CACHE", default_value_t = DEFAULT_IDEMPOTENCY_CACHE)]
+    pub idempotency_cache: u64,
+
+    /// Seed a demo store (and print its keys) when the database has no store yet.
+    #[arg(long, env = "FLASHSALE_SEED_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub seed_demo: bool,
+}
+
+impl Settings {
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn arbiter_count(&self) -> usize {
+        self.arbiters.unwrap_or_else(cores).max(1)
+    }
+
+    pub fn http_worker_count(&self) -> usize {
+        self.http_workers.unwrap_or_else(cores).max(1)
+    }
+
+    /// Settings for tests and embedding: every default, the given database.
+    pub fn for_database(database_url: &str) -> Self {
+        use clap::Parser;
+        let mut settings = Settings::parse_from(["flashsale"]);
+        settings.database_url = Some(database_url.to_owned());
+        settings
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}

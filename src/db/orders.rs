@@ -1,0 +1,185 @@
+//! Orders: the write-behind batch and order reads.
+
+use std::collections::HashSet;
+
+use tokio_postgres::GenericClient;
+
+use crate::domain::order::{NewOrder, Order};
+
+const ORDER_COLUMNS: &str = "id, store_id, product_id, customer_id, quantity, unit_price_cents, currency, \
+     total_cents, status, expires_at, created_at";
+
+fn order_from_row(r: &tokio_postgres::Row) -> Order {
+    Order {
+        id: r.get("id"),
+        store_id: r.get("store_id"),
+        product_id: r.get("product_id"),
+        customer_id: r.get("customer_id"),
+        quantity: r.get("quantity"),
+        unit_price_cents: r.get("unit_price_cents"),
+        currency: r.get("currency"),
+        total_cents: r.get("total_cents"),
+        status: r.get("status"),
+        expires_at: r.get("expires_at"),
+        created_at: r.get("created_at"),
+    }
+}
+
+/// Locks the batch's product rows in id order, so that two batches touching the same
+/// products cannot deadlock on each other's stock updates.
+const LOCK_PRODUCTS: &str = "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// One statement per batch: insert the orders (a key already used in the store is
+/// skipped), take their stock with ONE update per product, and append each new order's
+/// consent record to the audit trail. Returns the ids actually inserted.
+const INSERT_BATCH: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                         $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+                         $12::bytea[], $13::text[], $14::text[], $15::text[], $16::bool[])
+        AS t(id, store_id, product_id, customer_id, quantity, unit_price_cents, currency, status,
+             expires_at, created_at, idempotency_key, request_hash, api_key_id, client_addr,
+             terms_version, marketing)
+), inserted AS (
+    INSERT INTO orders (id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
+                        total_cents, status, expires_at, created_at, idempotency_key, request_hash,
+                        api_key_id)
+    SELECT id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
+           unit_price_cents * quantity, status, expires_at, created_at, idempotency_key,
+           request_hash, api_key_id
+    FROM input
+    ON CONFLICT ON CONSTRAINT orders_store_idempotency_key DO NOTHING
+    RETURNING id, product_id, quantity
+), stock AS (
+    UPDATE products p
+    SET stock_available = p.stock_available - taken.quantity, updated_at = now()
+    FROM (SELECT product_id, sum(quantity) AS quantity FROM inserted GROUP BY product_id) taken
+    WHERE p.id = taken.product_id
+    RETURNING p.id
+), audit AS (
+    INSERT INTO order_audit (order_id, store_id, event, status, api_key_id, client_addr, detail, at)
+    SELECT i.id, i.store_id, 'created', i.status, i.api_key_id, i.client_addr::inet,
+           jsonb_build_object('terms_version', i.terms_version, 'marketing', i.marketing),
+           i.created_at
+    FROM input i JOIN inserted USING (id)
+)
+SELECT id FROM inserted";
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Failed before COMMIT was sent: certainly rolled back.
+    #[error("batch rolled back: {0}")]
+    RolledBack(#[source] tokio_postgres::Error),
+    /// The connection failed while committing: it may or may not have committed.
+    #[error("batch outcome unknown: {0}")]
+    Unknown(#[source] tokio_postgres::Error),
+}
+
+/// Writes one batch in one transaction. Returns the ids inserted; the others' keys were
+/// already used in their store.
+pub async fn insert_batch(client: &mut deadpool_postgres::Client, batch: &[&NewOrder]) -> Result<HashSet<String>, BatchError> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut store_ids = Vec::with_capacity(n);
+    let mut product_ids = Vec::with_capacity(n);
+    let mut customer_ids = Vec::with_capacity(n);
+    let mut quantities = Vec::with_capacity(n);
+    let mut prices = Vec::with_capacity(n);
+    let mut currencies = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut expires = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    let mut api_keys = Vec::with_capacity(n);
+    let mut addrs = Vec::with_capacity(n);
+    let mut terms = Vec::with_capacity(n);
+    let mut marketing = Vec::with_capacity(n);
+    for o in batch {
+        ids.push(o.order.id.as_str());
+        store_ids.push(o.order.store_id.as_str());
+        product_ids.push(o.order.product_id.as_str());
+        customer_ids.push(o.order.customer_id.as_str());
+        quantities.push(o.order.quantity);
+        prices.push(o.order.unit_price_cents);
+        currencies.push(o.order.currency.as_str());
+        statuses.push(o.order.status.as_str());
+        expires.push(o.order.expires_at);
+        created.push(o.order.created_at);
+        keys.push(o.idempotency_key.as_str());
+        hashes.push(o.request_hash.as_slice());
+        api_keys.push(o.api_key_id.as_str());
+        addrs.push(o.client_addr.as_deref());
+        terms.push(o.consent.terms_version.as_str());
+        marketing.push(o.consent.marketing);
+    }
+    let mut products: Vec<&str> = product_ids.clone();
+    products.sort_unstable();
+    products.dedup();
+
+    let tx = client.transaction().await.map_err(BatchError::RolledBack)?;
+    let lock = tx.prepare_cached(LOCK_PRODUCTS).await.map_err(BatchError::RolledBack)?;
+    tx.execute(&lock, &[&products]).await.map_err(BatchError::RolledBack)?;
+    let insert = tx.prepare_cached(INSERT_BATCH).await.map_err(BatchError::RolledBack)?;
+    let rows = tx
+        .query(
+            &insert,
+            &[
+                &ids,
+                &store_ids,
+                &product_ids,
+                &customer_ids,
+                &quantities,
+                &prices,
+                &currencies,
+                &statuses,
+                &expires,
+                &created,
+                &keys,
+                &hashes,
+                &api_keys,
+                &addrs,
+                &terms,
+                &marketing,
+            ],
+        )
+        .await
+        .map_err(BatchError::RolledBack)?;
+    tx.commit().await.map_err(|e| {
+        // A COMMIT the server answered with an error did not commit; a connection lost
+        // on the way may have.
+        if e.as_db_error().is_some() {
+            BatchError::RolledBack(e)
+        } else {
+            BatchError::Unknown(e)
+        }
+    })?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Of `ids`, those that are in the database (after a commit whose outcome is unknown).
+pub async fn existing_ids(client: &impl GenericClient, ids: &[&str]) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client.query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn find_order(
+    client: &impl GenericClient,
+    store_id: &str,
+    id: &str,
+) -> Result<Option<Order>, tokio_postgres::Error> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND store_id = $2");
+    Ok(client.query_opt(&sql, &[&id, &store_id]).await?.as_ref().map(order_from_row))
+}
+
+/// The order placed with `key` in the store, and the hash of the request that placed it.
+pub async fn find_by_idempotency_key(
+    client: &impl GenericClient,
+    store_id: &str,
+    key: &str,
+) -> Result<Option<(Order, Vec<u8>)>, tokio_postgres::Error> {
+    let sql = format!("SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE store_id = $1 AND idempotency_key = $2");
+    let row = client.query_opt(&sql, &[&store_id, &key]).await?;
+    Ok(row.map(|r| (order_from_row(&r), r.get("request_hash"))))
+}

@@ -1,0 +1,67 @@
+//! Opaque identifiers and API key secrets.
+
+use sha2::{Digest, Sha256};
+
+/// A new opaque id: `prefix` + `_` + a UUIDv7 (time-ordered, so indexes stay compact).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Which kind of API key a secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    /// `sk_…`: the store's back office.
+    Admin,
+    /// `pk_…`: the store's frontend.
+    Storefront,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Admin => "admin",
+            KeyRole::Storefront => "storefront",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(KeyRole::Admin),
+            "storefront" => Some(KeyRole::Storefront),
+            _ => None,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyRole::Admin => "sk",
+            KeyRole::Storefront => "pk",
+        }
+    }
+}
+
+/// A fresh secret: 160 random bits, hex, behind the role's prefix.
+pub fn new_secret(role: KeyRole) -> String {
+    format!("{}_{}", role.prefix(), hex::encode(rand::random::<[u8; 20]>()))
+}
+
+/// What is stored for a secret: its SHA-256.
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_random_and_hash_stably() {
+        let a = new_secret(KeyRole::Admin);
+        let b = new_secret(KeyRole::Admin);
+        assert!(a.starts_with("sk_") && a.len() == 43, "{a}");
+        assert_ne!(a, b);
+        assert!(new_secret(KeyRole::Storefront).starts_with("pk_"));
+        assert_eq!(hash_secret(&a), hash_secret(&a));
+        assert_ne!(hash_secret(&a), hash_secret(&b));
+    }
+}

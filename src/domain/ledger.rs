@@ -1,0 +1,237 @@
+//! The product actor's decision logic: sale window, stock and per-customer limits.
+//!
+//! Kept free of actors and I/O so that property tests can drive it through any
+//! interleaving. The invariant, checked by [`Ledger::check_invariant`]:
+//! `available + Σ held-per-customer == total` and `available >= 0`, which is exactly
+//! "confirmed + reserved never exceed the stock put in".
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+/// Why a checkout is refused. Each maps to one stable error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    SaleNotStarted,
+    SaleEnded,
+    /// Nothing left.
+    SoldOut,
+    /// Less left than asked.
+    InsufficientStock { available: i64 },
+    /// Over `max_per_customer`, counting reserved and confirmed orders.
+    CustomerLimitExceeded { limit: i64, held: i64 },
+}
+
+/// Stock accounting of one product.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Everything ever put in.
+    total: i64,
+    /// What is left to sell.
+    available: i64,
+    /// Units each customer holds in reserved and confirmed orders.
+    held: HashMap<String, i64>,
+}
+
+impl Ledger {
+    /// A ledger for `total` units of which `held` are in live orders.
+    pub fn new(total: i64, held: HashMap<String, i64>) -> Self {
+        let available = total - held.values().sum::<i64>();
+        Ledger { total, available, held }
+    }
+
+    /// A ledger rebuilt from the database: `available` as stored, `held` from live orders.
+    /// Should the two disagree, the smaller availability wins: never sell what may be gone.
+    pub fn from_db(total: i64, available: i64, held: HashMap<String, i64>) -> Self {
+        let mut ledger = Ledger::new(total, held);
+        if ledger.available != available {
+            tracing::error!(
+                stock.total = total,
+                stock.available = available,
+                stock.held = total - ledger.available,
+                "stored stock disagrees with live orders"
+            );
+            ledger.available = ledger.available.min(available).max(0);
+        }
+        ledger
+    }
+
+    pub fn total(&self) -> i64 {
+        self.total
+    }
+
+    pub fn available(&self) -> i64 {
+        self.available
+    }
+
+    pub fn held_by(&self, customer: &str) -> i64 {
+        self.held.get(customer).copied().unwrap_or(0)
+    }
+
+    /// Takes `quantity` units for `customer` if the window, stock and limit allow.
+    pub fn take(
+        &mut self,
+        customer: &str,
+        quantity: i64,
+        max_per_customer: Option<i64>,
+        window: &SaleWindow,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        window.check(now)?;
+        if self.available == 0 {
+            return Err(Refusal::SoldOut);
+        }
+        if quantity > self.available {
+            return Err(Refusal::InsufficientStock { available: self.available });
+        }
+        let held = self.held_by(customer);
+        if let Some(limit) = max_per_customer {
+            if held + quantity > limit {
+                return Err(Refusal::CustomerLimitExceeded { limit, held });
+            }
+        }
+        self.available -= quantity;
+        *self.held.entry(customer.to_owned()).or_default() += quantity;
+        Ok(())
+    }
+
+    /// Returns units taken by [`Ledger::take`] (a failed write, a cancellation).
+    pub fn give_back(&mut self, customer: &str, quantity: i64) {
+        let Some(held) = self.held.get_mut(customer) else { return };
+        let back = quantity.min(*held);
+        *held -= back;
+        if *held == 0 {
+            self.held.remove(customer);
+        }
+        self.available += back;
+    }
+
+    /// Puts `quantity` more units in.
+    pub fn restock(&mut self, quantity: i64) {
+        self.total += quantity;
+        self.available += quantity;
+    }
+
+    /// `Err` describes the broken invariant.
+    pub fn check_invariant(&self) -> Result<(), String> {
+        let held: i64 = self.held.values().sum();
+        if self.available < 0 || self.available + held != self.total || self.held.values().any(|&h| h <= 0) {
+            return Err(format!("total {} available {} held {held}", self.total, self.available));
+        }
+        Ok(())
+    }
+}
+
+/// When a product is on sale: `[starts_at, ends_at)`, either end open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaleWindow {
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+impl SaleWindow {
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), Refusal> {
+        if self.starts_at.is_some_and(|s| now < s) {
+            return Err(Refusal::SaleNotStarted);
+        }
+        if self.ends_at.is_some_and(|e| now >= e) {
+            return Err(Refusal::SaleEnded);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Take { customer: u8, quantity: i64 },
+        GiveBack { taken_index: usize },
+        Restock(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, 1i64..=7).prop_map(|(customer, quantity)| Op::Take { customer, quantity }),
+            2 => any::<usize>().prop_map(|taken_index| Op::GiveBack { taken_index }),
+            1 => (1i64..=20).prop_map(Op::Restock),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of takes, give-backs and restocks keeps the invariant, never
+        /// sells more than was put in, and respects the per-customer limit.
+        #[test]
+        fn invariant_holds_under_any_interleaving(
+            initial in 0i64..50,
+            limit in proptest::option::of(1i64..10),
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let mut ledger = Ledger::new(initial, HashMap::new());
+            let window = SaleWindow::default();
+            let now = Utc::now();
+            let mut taken: Vec<(String, i64)> = Vec::new();
+            let mut put_in = initial;
+            for op in ops {
+                match op {
+                    Op::Take { customer, quantity } => {
+                        let customer = format!("c{customer}");
+                        let before = ledger.available();
+                        match ledger.take(&customer, quantity, limit, &window, now) {
+                            Ok(()) => {
+                                prop_assert!(quantity <= before);
+                                taken.push((customer, quantity));
+                            }
+                            Err(Refusal::SoldOut) => prop_assert_eq!(before, 0),
+                            Err(Refusal::InsufficientStock { available }) => {
+                                prop_assert!(quantity > available && available == before)
+                            }
+                            Err(Refusal::CustomerLimitExceeded { limit: l, held }) => {
+                                prop_assert!(held + quantity > l)
+                            }
+                            Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                        }
+                    }
+                    Op::GiveBack { taken_index } if !taken.is_empty() => {
+                        let (customer, quantity) = taken.swap_remove(taken_index % taken.len());
+                        ledger.give_back(&customer, quantity);
+                    }
+                    Op::GiveBack { .. } => {}
+                    Op::Restock(quantity) => {
+                        put_in += quantity;
+                        ledger.restock(quantity);
+                    }
+                }
+                prop_assert!(ledger.check_invariant().is_ok(), "{:?}", ledger.check_invariant());
+                let sold: i64 = taken.iter().map(|(_, q)| q).sum();
+                prop_assert_eq!(sold + ledger.available(), put_in);
+                if let Some(l) = limit {
+                    for c in 0..6 {
+                        prop_assert!(ledger.held_by(&format!("c{c}")) <= l);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn window_refuses_before_start_and_from_end() {
+        let now = Utc::now();
+        let w = SaleWindow { starts_at: Some(now), ends_at: Some(now + chrono::Duration::seconds(10)) };
+        assert_eq!(w.check(now - chrono::Duration::seconds(1)), Err(Refusal::SaleNotStarted));
+        assert_eq!(w.check(now), Ok(()));
+        assert_eq!(w.check(now + chrono::Duration::seconds(10)), Err(Refusal::SaleEnded));
+    }
+
+    #[test]
+    fn sold_out_before_insufficient() {
+        let mut l = Ledger::new(2, HashMap::new());
+        let w = SaleWindow::default();
+        assert_eq!(l.take("a", 3, None, &w, Utc::now()), Err(Refusal::InsufficientStock { available: 2 }));
+        assert_eq!(l.take("a", 2, None, &w, Utc::now()), Ok(()));
+        assert_eq!(l.take("b", 1, None, &w, Utc::now()), Err(Refusal::SoldOut));
+    }
+}

@@ -1,0 +1,74 @@
+//! Who is calling: the operator, or a store's key.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{web, FromRequest, HttpRequest};
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::db::stores::{find_key, KeyGrant};
+use crate::domain::ids::{hash_secret, KeyRole};
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The platform operator (`FLASHSALE_ADMIN_TOKEN`).
+    Operator,
+    /// A store's admin or storefront key.
+    Key(KeyGrant),
+}
+
+/// Both store roles.
+pub const ANY_STORE_KEY: &[KeyRole] = &[KeyRole::Admin, KeyRole::Storefront];
+/// The back office only.
+pub const ADMIN_KEY: &[KeyRole] = &[KeyRole::Admin];
+
+impl Caller {
+    /// The store key behind this call, if its role is one of `roles`; else 403.
+    pub fn store_key(&self, roles: &[KeyRole]) -> Result<&KeyGrant, ApiError> {
+        match self {
+            Caller::Key(grant) if roles.contains(&grant.role) => Ok(grant),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Key(_) => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let (Some(token), Some(state)) = (token, state) else { return Err(ApiError::Unauthorized) };
+            let hash = hash_secret(&token);
+            if hash == state.admin_token_hash {
+                return Ok(Caller::Operator);
+            }
+            let grant = match state.keys.get(&hash) {
+                Some(cached) => cached,
+                None => {
+                    let client = state.pool.get().await?;
+                    let grant = find_key(&**client, &hash).await?;
+                    state.keys.insert(hash, grant.clone());
+                    grant
+                }
+            };
+            grant.map(Caller::Key).ok_or(ApiError::Unauthorized)
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! `POST /checkout`: idempotency first, then the store and product actors, then the
+//! writer; the answer comes once the order is committed.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use super::auth::{Caller, ANY_STORE_KEY};
+use super::body::JsonBody;
+use super::errors::{ApiError, PROBLEM_JSON};
+use super::{ask, AppState, Idempotency};
+use crate::actors::product::{CheckoutCommand, ProductMsg};
+use crate::actors::Checkout;
+use crate::db::orders::{find_by_idempotency_key, find_order};
+use crate::domain::order::{CheckoutBody, Consent, Order};
+use crate::domain::validate::{FieldError, Fields, Required};
+use crate::metrics::{CHECKOUTS, IDEMPOTENT_REPLAYS};
+
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
+/// `POST /checkout` body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CheckoutRequest {
+    product_id: String,
+    /// 1–100.
+    quantity: i64,
+    /// The store's own id for the buyer, 1–200 characters.
+    customer_id: String,
+    consent: ConsentRequest,
+}
+
+/// The buyer's consent, kept in the audit trail with the order.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ConsentRequest {
+    terms_version: String,
+    marketing: bool,
+}
+
+fn parse_checkout(body: &serde_json::Value) -> Result<CheckoutBody, Vec<FieldError>> {
+    let mut f = Fields::new(body)?;
+    let product_id = f.string("product_id", Required, 1..=64);
+    let quantity = f.int("quantity", Required, 1..=100);
+    let customer_id = f.string("customer_id", Required, 1..=200);
+    let consent = f.object("consent", Required, |c| {
+        let terms_version = c.string("terms_version", Required, 1..=64);
+        let marketing = c.bool("marketing", Required);
+        Some(Consent { terms_version: terms_version?, marketing: marketing? })
+    });
+    f.finish()?;
+    Ok(CheckoutBody {
+        product_id: product_id.unwrap_or_default(),
+        quantity: quantity.unwrap_or_default(),
+        customer_id: customer_id.unwrap_or_default(),
+        consent: consent.unwrap_or(Consent { terms_version: String::new(), marketing: false }),
+    })
+}
+
+/// The `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req.headers().get(IDEMPOTENCY_KEY).ok_or(ApiError::MissingIdempotencyKey)?;
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            IDEMPOTENCY_KEY,
+            "must be 1 to 255 visible ASCII characters",
+        )]));
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Removes an in-flight marker unless the request finished (the client may hang up, or
+/// the request fail with 503, and a retry must then be served afresh).
+struct InFlightGuard<'a> {
+    cache: &'a moka::sync::Cache<String, Arc<Idempotency>>,
+    key: Option<String>,
+}
+
+impl InFlightGuard<'_> {
+    fn complete(&mut self, result: Idempotency) {
+        if let Some(key) = self.key.take() {
+            self.cache.insert(key, Arc::new(result));
+        }
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.cache.invalidate(&key);
+        }
+    }
+}
+
+fn replay(status: u16, content_type: &str, body: Vec<u8>) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .content_type(content_type)
+        .insert_header((IDEMPOTENT_REPLAYED, "true"))
+        .body(body)
+}
+
+fn created(order: &Order) -> Vec<u8> {
+    serde_json::to_vec(order).unwrap_or_default()
+}
+
+/// Buys `quantity` units of a product. 201 means the order is committed.
+#[utoipa::path(post, path = "/api/v1/checkout", tag = "checkout", request_body = CheckoutRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
+    responses(
+        (status = 201, body = Order, description = "Committed"),
+        (status = 400, description = "missing_idempotency_key, malformed_body"),
+        (status = 404, description = "product_not_found"),
+        (status = 409, description = "sale_not_started, sale_ended, sold_out, insufficient_stock, customer_limit_exceeded, idempotency_in_progress"),
+        (status = 422, description = "validation_failed, idempotency_key_reused"),
+        (status = 503, description = "overloaded, unavailable (with Retry-After)")))]
+pub async fn checkout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let result = place_order(&req, &state, &caller, body).await;
+    let outcome = match &result {
+        Ok(r) if r.headers().contains_key(IDEMPOTENT_REPLAYED) => "replayed",
+        Ok(r) if r.status() == StatusCode::CREATED => "created",
+        Ok(_) => "replayed",
+        Err(e) => e.code(),
+    };
+    CHECKOUTS.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn place_order(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let key = idempotency_key(req)?;
+    let body = parse_checkout(&body.0)?;
+    let request_hash = body.fingerprint();
+
+    // First sight of this key in this process wins the marker; any other request with it
+    // is answered from the marker.
+    let cache_key = format!("{}\u{1f}{key}", grant.store_id);
+    let entry = state.idempotency.entry(cache_key.clone()).or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
+    if !entry.is_fresh() {
+        return match &*entry.into_value() {
+            Idempotency::Done { request_hash: h, status, content_type, body } if *h == request_hash => {
+                IDEMPOTENT_REPLAYS.with_label_values(&["memory"]).inc();
+                Ok(replay(*status, content_type, body.clone()))
+            }
+            Idempotency::InFlight(h) if *h == request_hash => Err(ApiError::idempotency_in_progress()),
+            _ => Err(ApiError::IdempotencyKeyReused),
+        };
+    }
+    let mut guard = InFlightGuard { cache: &state.idempotency, key: Some(cache_key) };
+
+    let cmd = CheckoutCommand {
+        body,
+        idempotency_key: key.clone(),
+        request_hash,
+        api_key_id: grant.key_id.clone(),
+        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    };
+    let product_id = cmd.body.product_id.clone();
+    let answer = ask(|reply| state.actors.to_product(&grant.store_id, &product_id, ProductMsg::Checkout { cmd, reply })).await;
+    match answer {
+        Ok(Checkout::Created(order)) => {
+            let body = created(&order);
+            guard.complete(Idempotency::Done {
+                request_hash,
+                status: 201,
+                content_type: "application/json",
+                body: body.clone(),
+            });
+            Ok(HttpResponse::Created()
+                .insert_header((header::LOCATION, format!("/api/v1/orders/{}", order.id)))
+                .content_type("application/json")
+                .body(body))
+        }
+        Ok(Checkout::KnownKey { order_id, request_hash: known }) => {
+            if known != request_hash {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            let client = state.pool.get().await?;
+            let order = find_order(&**client, &grant.store_id, &order_id).await?;
+            replay_stored(&mut guard, request_hash, order)
+        }
+        Ok(Checkout::Duplicate) => {
+            let client = state.pool.get().await?;
+            match find_by_idempotency_key(&**client, &grant.store_id, &key).await? {
+                Some((_, known)) if known != request_hash => Err(ApiError::IdempotencyKeyReused),
+                found => replay_stored(&mut guard, request_hash, found.map(|(order, _)| order)),
+            }
+        }
+        Err(e @ ApiError::Conflict { .. }) => {
+            // A refusal is an answer too: the same request gets it again.
+            guard.complete(Idempotency::Done {
+                request_hash,
+                status: e.status_code().as_u16(),
+                content_type: PROBLEM_JSON,
+                body: e.body(),
+            });
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replays an order found in the database under this key.
+fn replay_stored(guard: &mut InFlightGuard<'_>, request_hash: [u8; 32], order: Option<Order>) -> Result<HttpResponse, ApiError> {
+    let Some(order) = order else {
+        // Known to the product actor but not committed yet: a batch is carrying it.
+        return Err(ApiError::idempotency_in_progress());
+    };
+    IDEMPOTENT_REPLAYS.with_label_values(&["database"]).inc();
+    let body = created(&order);
+    guard.complete(Idempotency::Done { request_hash, status: 201, content_type: "application/json", body: body.clone() });
+    Ok(replay(201, "application/json", body))
+}

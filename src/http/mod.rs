@@ -1,0 +1,114 @@
+//! The HTTP surface: routes, extractors, errors. Handlers validate, then talk to actors
+//! (products, checkout) or to PostgreSQL directly (stores, order reads).
+
+pub mod auth;
+pub mod body;
+pub mod checkout;
+pub mod errors;
+pub mod openapi;
+pub mod ops;
+pub mod orders;
+pub mod products;
+pub mod stores;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use tokio::sync::oneshot;
+
+use crate::actors::{Actors, Failure};
+use crate::db::stores::KeyGrant;
+use crate::db::Pool;
+use errors::ApiError;
+
+/// How long a request waits for an actor's answer before it answers 503.
+pub const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an API key lookup (or a miss) is remembered.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long an idempotency result is kept in memory (the database keeps orders' keys
+/// for good).
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// An idempotency key's result, as far as this process knows it.
+#[derive(Debug)]
+pub enum Idempotency {
+    /// A request with this key and this fingerprint is being served.
+    InFlight([u8; 32]),
+    /// Answered: the fingerprint, and the response to send again.
+    Done { request_hash: [u8; 32], status: u16, content_type: &'static str, body: Vec<u8> },
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub pool: Pool,
+    pub actors: Actors,
+    /// SHA-256 of the operator token.
+    pub admin_token_hash: [u8; 32],
+    /// Key hash → grant (or `None`: no such key), for `KEY_CACHE_TTL`.
+    pub keys: moka::sync::Cache<[u8; 32], Option<KeyGrant>>,
+    /// `store_id \x1f key` → result.
+    pub idempotency: moka::sync::Cache<String, Arc<Idempotency>>,
+    pub body_limit: usize,
+    /// Set once migrations ran; `/readyz` also asks the database.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(pool: Pool, actors: Actors, admin_token: &str, settings: &crate::config::Settings) -> Self {
+        AppState {
+            pool,
+            actors,
+            admin_token_hash: crate::domain::ids::hash_secret(admin_token),
+            keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
+            idempotency: moka::sync::Cache::builder()
+                .max_capacity(settings.idempotency_cache)
+                .time_to_live(IDEMPOTENCY_TTL)
+                .build(),
+            body_limit: settings.body_limit,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Sends a message built around a reply channel and waits (bounded) for the answer.
+pub async fn ask<T>(send: impl FnOnce(oneshot::Sender<Result<T, Failure>>)) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    send(tx);
+    match tokio::time::timeout(ACTOR_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer.map_err(ApiError::from),
+        // The actor went away with the message (a failed load): nothing was done.
+        Ok(Err(_)) => Err(ApiError::Unavailable),
+        Err(_) => Err(ApiError::Unavailable),
+    }
+}
+
+/// Every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::openapi_json))
+                .service(resource("/stores").route(web::post().to(stores::create_store)))
+                .service(resource("/stores/{id}").route(web::get().to(stores::get_store)))
+                .service(resource("/products").route(web::post().to(products::create_product)))
+                .service(resource("/products/{id}").route(web::get().to(products::get_product)))
+                .service(resource("/products/{id}/stock").route(web::get().to(products::get_stock)))
+                .service(resource("/products/{id}/restock").route(web::post().to(products::restock_product)))
+                .service(resource("/checkout").route(web::post().to(checkout::checkout)))
+                .service(resource("/orders/{id}").route(web::get().to(orders::get_order))),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// A resource that answers a method it does not serve with a 405 problem.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed) }))
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("not_found", "no such resource"))
+}

@@ -1,0 +1,56 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "flashsale", description = "Flash-sale checkout backend. The contract: shared/API.md."),
+    paths(
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+        super::stores::create_store,
+        super::stores::get_store,
+        super::products::create_product,
+        super::products::get_product,
+        super::products::get_stock,
+        super::products::restock_product,
+        super::checkout::checkout,
+        super::orders::get_order,
+    ),
+    components(schemas(crate::domain::validate::FieldError, Problem)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// An RFC 9457 problem document, as every error is sent.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Problem {
+    status: u16,
+    /// Stable, machine-readable: `sold_out`, `validation_failed`, …
+    code: String,
+    title: String,
+    detail: String,
+    /// With 422 `validation_failed`: the fields at fault.
+    errors: Option<Vec<crate::domain::validate::FieldError>>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,41 @@
+//! Operations endpoints (no auth): liveness, readiness, metrics.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::config::RETRY_AFTER_SECS;
+
+/// 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Serving")))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// 200 once migrations ran and the database answers; else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let db_ok = async {
+        let client = state.pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    let ready = state.ready.load(Ordering::Acquire)
+        && tokio::time::timeout(Duration::from_secs(2), db_ok).await.ok().flatten().is_some();
+    if ready {
+        HttpResponse::Ok().content_type("text/plain").body("ready")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()))
+            .content_type("text/plain")
+            .body("not ready")
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics")))]
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render())
+}

@@ -1,0 +1,21 @@
+//! flashsale: a flash-sale checkout backend.
+//!
+//! Layout (a checkout's path is in `docs/ARCHITECTURE.md`):
+//!
+//! - [`config`]: every setting, from flags or the environment.
+//! - [`startup`]: builds the application and runs it on a bound listener.
+//! - [`http`]: routes, extractors (auth, bodies), the API error type, OpenAPI.
+//! - [`actors`]: store actors, product actors (one per product, owning its stock) and the
+//!   write-behind order writer.
+//! - [`db`]: the pool, migrations, SQL queries, and the private PostgreSQL.
+//! - [`domain`]: validated types and the sale's rules, free of I/O.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+
+pub mod actors;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod telemetry;

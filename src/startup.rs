@@ -1,0 +1,82 @@
+//! Building and running the application: connect, migrate, seed, start the actors,
+//! bind, serve. Binding happens here, not in `main`, so that tests can ask for port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::actors::Actors;
+use crate::config::Settings;
+use crate::db;
+use crate::http::{self, AppState};
+
+/// Seconds SIGTERM waits for requests in flight (and so their batches) to finish.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to `database_url`, migrates it, seeds a demo store into an empty database
+    /// (if asked), starts the actors and binds `settings.listen`.
+    pub async fn build(settings: &Settings, database_url: &str, admin_token: &str) -> anyhow::Result<Self> {
+        let pool = db::create_pool(database_url, settings.db_pool_size)?;
+        db::migrate(&pool).await?;
+        if settings.seed_demo {
+            seed_demo(&pool).await?;
+        }
+        let actors = Actors::start(pool.clone(), settings);
+        let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
+        let listener =
+            TcpListener::bind(settings.listen).with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        let server = run(listener, state.clone(), settings.http_worker_count())?;
+        // Migrated and bound: what we answer from now on is the truth.
+        state.ready.store(true, Ordering::Release);
+        Ok(Application { address, server })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the server (tests; the binary stops on SIGTERM or Ctrl-C).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/Ctrl-C (or [`ServerHandle::stop`]); requests in flight finish
+    /// first, and with them the batches carrying their orders.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The HTTP server on an already bound listener.
+pub fn run(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
+        .workers(workers)
+        .backlog(4096)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .listen(listener)?
+        .run();
+    Ok(server)
+}
+
+/// On a database without stores, creates "Demo Store" and prints its keys (shown once).
+async fn seed_demo(pool: &db::Pool) -> anyhow::Result<()> {
+    let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    if db::stores::count_stores(&**client).await? > 0 {
+        return Ok(());
+    }
+    let (store, keys) = db::stores::insert_store(&mut client, "Demo Store", "pro").await?;
+    println!("seeded the demo store {} — its keys are shown only now:", store.id);
+    println!("  admin key:      {}", keys.admin);
+    println!("  storefront key: {}", keys.storefront);
+    Ok(())
+}
