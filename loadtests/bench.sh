@@ -206,10 +206,10 @@ run_wrk() {
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --timeout "$WRK_TIMEOUT" --latency \
     -s "$HERE/$script" "$BASE" >"$out" 2>&1 || rc=$?
   grep -v '^FSBENCH_RESULT ' "$out" | sed 's/^/    /' >&2 || true
-  ((rc == 0)) || die "wrk failed (exit $rc) in phase $name; see $out"
-  grep '^FSBENCH_RESULT ' "$out" | tail -n 1 | cut -d' ' -f2- >"$OUT/$name.json"
-  [[ -s "$OUT/$name.json" ]] || die "no FSBENCH_RESULT line from $script in phase $name; see $out"
   server_alive || server_died "during phase $name"
+  ((rc == 0)) || die "wrk failed (exit $rc) in phase $name; see $out"
+  { grep '^FSBENCH_RESULT ' "$out" || true; } | tail -n 1 | cut -d' ' -f2- >"$OUT/$name.json"
+  [[ -s "$OUT/$name.json" ]] || die "no FSBENCH_RESULT line from $script in phase $name; see $out"
   sleep 1
 }
 

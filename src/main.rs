@@ -9,7 +9,7 @@ use flashsale::{db, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    telemetry::init("info");
     let settings = Settings::parse();
     let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
         let token = new_id("op");
@@ -22,8 +22,14 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => {
             let dir = settings.data_dir.clone();
-            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, Durability::Durable)).await??;
-            println!("started a private PostgreSQL; data in {}", pg.root().display());
+            let pg = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(&dir, Durability::Durable)
+            })
+            .await??;
+            println!(
+                "started a private PostgreSQL; data in {}",
+                pg.root().display()
+            );
             db::ensure_database(&pg.url("postgres"), "flashsale").await?;
             let url = pg.url("flashsale");
             private_db = Some(pg);

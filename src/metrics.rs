@@ -17,19 +17,32 @@ pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "flashsale_idempotent_replays_total";
 
 /// Checkouts by outcome: `created`, `replayed`, or the error code.
 pub static CHECKOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(CHECKOUTS_TOTAL, "Checkouts answered, by outcome", &["outcome"]).expect("metric")
+    register_int_counter_vec!(
+        CHECKOUTS_TOTAL,
+        "Checkouts answered, by outcome",
+        &["outcome"]
+    )
+    .expect("metric")
 });
 
 /// Write-behind batches by outcome: `committed`, `rolled_back`, `reconciled`.
 pub static WRITER_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(WRITER_BATCHES_TOTAL, "Order-writer transactions, by outcome", &["outcome"])
-        .expect("metric")
+    register_int_counter_vec!(
+        WRITER_BATCHES_TOTAL,
+        "Order-writer transactions, by outcome",
+        &["outcome"]
+    )
+    .expect("metric")
 });
 
 /// Orders carried by those batches: `committed`, `duplicate`, `failed`.
 pub static WRITER_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(WRITER_ORDERS_TOTAL, "Orders written by the order writer, by outcome", &["outcome"])
-        .expect("metric")
+    register_int_counter_vec!(
+        WRITER_ORDERS_TOTAL,
+        "Orders written by the order writer, by outcome",
+        &["outcome"]
+    )
+    .expect("metric")
 });
 
 pub static WRITER_BATCH_SIZE_HIST: LazyLock<Histogram> = LazyLock::new(|| {
@@ -52,14 +65,22 @@ pub static WRITER_COMMIT: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// Messages refused because an actor's bounded mailbox was full, by actor kind.
 pub static MAILBOX_REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(MAILBOX_REJECTIONS_TOTAL, "Messages refused by a full mailbox", &["actor"])
-        .expect("metric")
+    register_int_counter_vec!(
+        MAILBOX_REJECTIONS_TOTAL,
+        "Messages refused by a full mailbox",
+        &["actor"]
+    )
+    .expect("metric")
 });
 
 /// Checkouts answered from a stored result, by where it was found (`memory`, `database`).
 pub static IDEMPOTENT_REPLAYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(IDEMPOTENT_REPLAYS_TOTAL, "Checkouts replayed by idempotency key", &["source"])
-        .expect("metric")
+    register_int_counter_vec!(
+        IDEMPOTENT_REPLAYS_TOTAL,
+        "Checkouts replayed by idempotency key",
+        &["source"]
+    )
+    .expect("metric")
 });
 
 /// The registry in Prometheus text format.

@@ -24,7 +24,11 @@ pub struct Application {
 impl Application {
     /// Connects to `database_url`, migrates it, seeds a demo store into an empty database
     /// (if asked), starts the actors and binds `settings.listen`.
-    pub async fn build(settings: &Settings, database_url: &str, admin_token: &str) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: &Settings,
+        database_url: &str,
+        admin_token: &str,
+    ) -> anyhow::Result<Self> {
         let pool = db::create_pool(database_url, settings.db_pool_size)?;
         db::migrate(&pool).await?;
         if settings.seed_demo {
@@ -32,8 +36,8 @@ impl Application {
         }
         let actors = Actors::start(pool.clone(), settings);
         let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
-        let listener =
-            TcpListener::bind(settings.listen).with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let address = listener.local_addr()?;
         let server = run(listener, state.clone(), settings.http_worker_count())?;
         // Migrated and bound: what we answer from now on is the truth.
@@ -58,24 +62,38 @@ impl Application {
 }
 
 /// The HTTP server on an already bound listener.
-pub fn run(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
-        .workers(workers)
-        .backlog(4096)
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .listen(listener)?
-        .run();
+pub fn run(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    workers: usize,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(http::configure)
+    })
+    .workers(workers)
+    .backlog(4096)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .listen(listener)?
+    .run();
     Ok(server)
 }
 
 /// On a database without stores, creates "Demo Store" and prints its keys (shown once).
 async fn seed_demo(pool: &db::Pool) -> anyhow::Result<()> {
-    let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let mut client = pool
+        .get()
+        .await
+        .context("Failed to connect to PostgreSQL")?;
     if db::stores::count_stores(&**client).await? > 0 {
         return Ok(());
     }
     let (store, keys) = db::stores::insert_store(&mut client, "Demo Store", "pro").await?;
-    println!("seeded the demo store {} — its keys are shown only now:", store.id);
+    println!(
+        "seeded the demo store {} — its keys are shown only now:",
+        store.id
+    );
     println!("  admin key:      {}", keys.admin);
     println!("  storefront key: {}", keys.storefront);
     Ok(())

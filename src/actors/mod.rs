@@ -48,7 +48,10 @@ pub enum Checkout {
     Created(Order),
     /// The product already has an order under this key (from before a restart); the
     /// caller replays it or, if the request differs, refuses the key.
-    KnownKey { order_id: String, request_hash: Vec<u8> },
+    KnownKey {
+        order_id: String,
+        request_hash: Vec<u8>,
+    },
     /// The database already had an order under this key in the store.
     Duplicate,
 }
@@ -80,7 +83,9 @@ pub struct Actors {
 impl Actors {
     /// Starts the writer and the arbiters. Must run inside an actix `System`.
     pub fn start(pool: Pool, settings: &crate::config::Settings) -> Self {
-        let arbiters: Vec<Arbiter> = (0..settings.arbiter_count()).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..settings.arbiter_count())
+            .map(|_| Arbiter::new())
+            .collect();
         let writer_arbiter = Arbiter::new();
         let writer_actor = OrderWriter::new(pool.clone(), settings);
         let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
@@ -93,7 +98,11 @@ impl Actors {
         });
         let mut all = arbiters;
         all.push(writer_arbiter);
-        Actors { shared, stores: RwLock::new(HashMap::new()), arbiters: all }
+        Actors {
+            shared,
+            stores: RwLock::new(HashMap::new()),
+            arbiters: all,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -121,11 +130,16 @@ impl Actors {
     /// Sends `msg` to a product through its store's actor; a full mailbox answers the
     /// message's reply channel with [`Failure::Overloaded`] at once.
     pub fn to_product(&self, store_id: &str, product_id: &str, msg: ProductMsg) {
-        let envelope = ToProduct { product_id: product_id.to_owned(), msg };
+        let envelope = ToProduct {
+            product_id: product_id.to_owned(),
+            msg,
+        };
         match self.store(store_id).try_send(envelope) {
             Ok(()) => {}
             Err(SendError::Full(envelope)) => {
-                crate::metrics::MAILBOX_REJECTIONS.with_label_values(&["store"]).inc();
+                crate::metrics::MAILBOX_REJECTIONS
+                    .with_label_values(&["store"])
+                    .inc();
                 envelope.msg.fail(Failure::Overloaded);
             }
             Err(SendError::Closed(envelope)) => envelope.msg.fail(Failure::Unavailable),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::oneshot;
 
 use super::writer::Write;
@@ -47,9 +47,17 @@ pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ProductMsg {
-    Checkout { cmd: CheckoutCommand, reply: CheckoutReply },
-    Read { reply: SnapshotReply },
-    Restock { quantity: i64, reply: SnapshotReply },
+    Checkout {
+        cmd: CheckoutCommand,
+        reply: CheckoutReply,
+    },
+    Read {
+        reply: SnapshotReply,
+    },
+    Restock {
+        quantity: i64,
+        reply: SnapshotReply,
+    },
 }
 
 impl ProductMsg {
@@ -57,7 +65,9 @@ impl ProductMsg {
     pub fn fail(self, failure: Failure) {
         match self {
             ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
-            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => drop(reply.send(Err(failure))),
+            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => {
+                drop(reply.send(Err(failure)))
+            }
         }
     }
 }
@@ -110,11 +120,20 @@ pub struct ProductActor {
 
 impl ProductActor {
     pub fn new(product_id: String, store_id: String, shared: Arc<Shared>) -> Self {
-        ProductActor { product_id, store_id, shared, state: State::Loading }
+        ProductActor {
+            product_id,
+            store_id,
+            shared,
+            state: State::Loading,
+        }
     }
 }
 
-async fn load_product(pool: db::Pool, store_id: String, product_id: String) -> anyhow::Result<Option<Loaded>> {
+async fn load_product(
+    pool: db::Pool,
+    store_id: String,
+    product_id: String,
+) -> anyhow::Result<Option<Loaded>> {
     let client = pool.get().await?;
     let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
         return Ok(None);
@@ -122,7 +141,12 @@ async fn load_product(pool: db::Pool, store_id: String, product_id: String) -> a
     let held = db::products::held_by_customer(&**client, &product_id).await?;
     let keys = db::products::idempotency_keys(&**client, &product_id).await?;
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
-    Ok(Some(Loaded { product, ledger, keys, snapshot: None }))
+    Ok(Some(Loaded {
+        product,
+        ledger,
+        keys,
+        snapshot: None,
+    }))
 }
 
 impl Actor for ProductActor {
@@ -130,7 +154,11 @@ impl Actor for ProductActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
-        let load = load_product(self.shared.pool.clone(), self.store_id.clone(), self.product_id.clone());
+        let load = load_product(
+            self.shared.pool.clone(),
+            self.store_id.clone(),
+            self.product_id.clone(),
+        );
         // `wait`: no message is handled until the state is known.
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
             Ok(Some(loaded)) => act.state = State::Ready(Box::new(loaded)),
@@ -175,15 +203,25 @@ fn checkout(
     ctx: &mut Context<ProductActor>,
 ) {
     if let Some((order_id, request_hash)) = loaded.keys.get(&cmd.idempotency_key) {
-        let known = Checkout::KnownKey { order_id: order_id.clone(), request_hash: request_hash.clone() };
+        let known = Checkout::KnownKey {
+            order_id: order_id.clone(),
+            request_hash: request_hash.clone(),
+        };
         let _ = reply.send(Ok(known));
         return;
     }
-    let now = Utc::now();
+    // Microseconds: what PostgreSQL keeps, so a replay from the database is byte-equal.
+    let now = Utc::now().trunc_subsecs(6);
     let product = &loaded.product;
     let body = cmd.body;
     let max = product.max_per_customer.map(i64::from);
-    if let Err(refusal) = loaded.ledger.take(&body.customer_id, body.quantity, max, &product.window(), now) {
+    if let Err(refusal) = loaded.ledger.take(
+        &body.customer_id,
+        body.quantity,
+        max,
+        &product.window(),
+        now,
+    ) {
         let _ = reply.send(Err(Failure::Refused(refusal)));
         return;
     }
@@ -211,9 +249,15 @@ fn checkout(
         client_addr: cmd.client_addr,
         consent: body.consent,
     };
-    match shared.writer.try_send(Write { order: new_order, product: ctx.address(), reply }) {
+    match shared.writer.try_send(Write {
+        order: new_order,
+        product: ctx.address(),
+        reply,
+    }) {
         Ok(()) => {
-            loaded.keys.insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
+            loaded
+                .keys
+                .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
             loaded.touch(now);
         }
         Err(SendError::Full(w) | SendError::Closed(w)) => {
@@ -231,10 +275,14 @@ impl ProductActor {
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
         let update = async move {
             let client = pool.get().await?;
-            Ok::<_, anyhow::Error>(db::products::restock(&**client, &store_id, &product_id, quantity).await?)
+            Ok::<_, anyhow::Error>(
+                db::products::restock(&**client, &store_id, &product_id, quantity).await?,
+            )
         };
         ctx.wait(update.into_actor(self).map(move |updated, act, _| {
-            let State::Ready(loaded) = &mut act.state else { return drop(reply.send(Err(Failure::NotFound))) };
+            let State::Ready(loaded) = &mut act.state else {
+                return drop(reply.send(Err(Failure::NotFound)));
+            };
             match updated {
                 Ok(Some(row)) => {
                     loaded.ledger.restock(quantity);
@@ -256,9 +304,15 @@ impl Handler<GiveBack> for ProductActor {
     type Result = ();
 
     fn handle(&mut self, msg: GiveBack, _: &mut Self::Context) {
-        let State::Ready(loaded) = &mut self.state else { return };
+        let State::Ready(loaded) = &mut self.state else {
+            return;
+        };
         loaded.ledger.give_back(&msg.customer_id, msg.quantity);
-        if loaded.keys.get(&msg.idempotency_key).is_some_and(|(id, _)| *id == msg.order_id) {
+        if loaded
+            .keys
+            .get(&msg.idempotency_key)
+            .is_some_and(|(id, _)| *id == msg.order_id)
+        {
             loaded.keys.remove(&msg.idempotency_key);
         }
         loaded.touch(Utc::now());
@@ -283,11 +337,18 @@ impl Loaded {
         self.product.stock_available = self.ledger.available();
         let view = self.product.to_view(now);
         let body = serde_json::to_vec(&view).unwrap_or_default();
-        let stock = StockView { stock_available: view.stock_available, status: view.status };
+        let stock = StockView {
+            stock_available: view.stock_available,
+            status: view.status,
+        };
         let stock_body = serde_json::to_vec(&stock).unwrap_or_default();
         let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
         let window = self.product.window();
-        let valid_until = [window.starts_at, window.ends_at].into_iter().flatten().filter(|t| *t > now).min();
+        let valid_until = [window.starts_at, window.ends_at]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
         let snapshot = Arc::new(Snapshot {
             etag: format!("\"{}\"", hex::encode(&digest[..12])),
             last_modified: self.product.updated_at,

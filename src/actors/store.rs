@@ -29,7 +29,11 @@ pub struct StoreActor {
 
 impl StoreActor {
     pub fn new(store_id: String, shared: Arc<Shared>) -> Self {
-        StoreActor { store_id, shared, catalog: HashMap::new() }
+        StoreActor {
+            store_id,
+            shared,
+            catalog: HashMap::new(),
+        }
     }
 
     /// The product's actor, started (on the next arbiter) if it is not running.
@@ -39,7 +43,11 @@ impl StoreActor {
                 return addr.clone();
             }
         }
-        let actor = ProductActor::new(product_id.to_owned(), self.store_id.clone(), self.shared.clone());
+        let actor = ProductActor::new(
+            product_id.to_owned(),
+            self.store_id.clone(),
+            self.shared.clone(),
+        );
         let addr = ProductActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
         self.catalog.insert(product_id.to_owned(), addr.clone());
         addr

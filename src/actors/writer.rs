@@ -77,7 +77,7 @@ impl OrderWriter {
             batch_linger: settings.batch_linger(),
             max_in_flight: settings.batches_in_flight.max(1),
             queue: Vec::new(),
-            queue_limit: settings.mailbox_capacity.max(settings.batch_max),
+            queue_limit: settings.mailbox_capacity.max(1),
             in_flight: 0,
             timer: None,
             mailbox_capacity: settings.mailbox_capacity,
@@ -153,7 +153,11 @@ async fn reconcile(pool: &Pool, orders: &[&NewOrder]) -> Outcome {
         if let Ok(client) = pool.get().await {
             if let Ok(found) = existing_ids(&**client, &ids).await {
                 // A transaction commits whole: all of the batch is there, or none.
-                return if found.is_empty() { Outcome::RolledBack } else { Outcome::Committed(found) };
+                return if found.is_empty() {
+                    Outcome::RolledBack
+                } else {
+                    Outcome::Committed(found)
+                };
             }
         }
         tokio::time::sleep(pause).await;
@@ -179,11 +183,15 @@ fn answer_batch(batch: Vec<Write>, outcome: Outcome) {
                     let _ = w.reply.send(Ok(Checkout::Duplicate));
                 }
             }
-            WRITER_ORDERS.with_label_values(&["committed"]).inc_by(committed);
+            WRITER_ORDERS
+                .with_label_values(&["committed"])
+                .inc_by(committed);
         }
         Outcome::RolledBack => {
             WRITER_BATCHES.with_label_values(&["rolled_back"]).inc();
-            WRITER_ORDERS.with_label_values(&["failed"]).inc_by(size as u64);
+            WRITER_ORDERS
+                .with_label_values(&["failed"])
+                .inc_by(size as u64);
             for w in batch {
                 w.abandon(Failure::Unavailable);
             }
@@ -192,7 +200,9 @@ fn answer_batch(batch: Vec<Write>, outcome: Outcome) {
             // The stock stays taken: giving back what may have been sold could oversell.
             // The product actors are rebuilt from the database on the next start.
             WRITER_BATCHES.with_label_values(&["unknown"]).inc();
-            WRITER_ORDERS.with_label_values(&["unknown"]).inc_by(size as u64);
+            WRITER_ORDERS
+                .with_label_values(&["unknown"])
+                .inc_by(size as u64);
             for w in batch {
                 let _ = w.reply.send(Err(Failure::Unavailable));
             }

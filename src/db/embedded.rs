@@ -73,10 +73,17 @@ impl EmbeddedPostgres {
         let started = Instant::now();
         loop {
             let port = free_port()?;
-            let (pid, keeper, exited) = spawn_server(&bin, &root, &pgdata, port, durability, run_as.as_ref())?;
+            let (pid, keeper, exited) =
+                spawn_server(&bin, &root, &pgdata, port, durability, run_as.as_ref())?;
             match wait_ready(&pgdata, pid, &exited) {
                 Ok(()) => {
-                    return Ok(EmbeddedPostgres { root, port, password, pid, keeper: Some(keeper) });
+                    return Ok(EmbeddedPostgres {
+                        root,
+                        port,
+                        password,
+                        pid,
+                        keeper: Some(keeper),
+                    });
                 }
                 Err(e) => {
                     let _ = kill(pid, Signal::SIGINT);
@@ -85,7 +92,9 @@ impl EmbeddedPostgres {
                     // A server we were killed away from may still be shutting down and
                     // holding the lock on the data folder: give it time, then try again.
                     if log.contains("lock file") && started.elapsed() < START_TIMEOUT {
-                        tracing::info!("an earlier private PostgreSQL still holds the data folder; waiting");
+                        tracing::info!(
+                            "an earlier private PostgreSQL still holds the data folder; waiting"
+                        );
                         std::thread::sleep(Duration::from_millis(500));
                         continue;
                     }
@@ -100,7 +109,10 @@ impl EmbeddedPostgres {
 
     /// Connection URL for database `db` on this server.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{db}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// The folder the server keeps its data in.
@@ -137,7 +149,7 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         .flatten()
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     on_path
         .into_iter()
         .chain(versioned.into_iter().map(|(_, p)| p))
@@ -151,7 +163,8 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
 
 /// The data folder, made absolute; as root, one the `postgres` user can reach.
 fn choose_root(data_dir: &Path, run_as: Option<&User>) -> anyhow::Result<PathBuf> {
-    fs::create_dir_all(data_dir).with_context(|| format!("Failed to create {}", data_dir.display()))?;
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("Failed to create {}", data_dir.display()))?;
     let root = data_dir.canonicalize()?;
     let Some(user) = run_as else { return Ok(root) };
     if user_can_enter(user, &root)? {
@@ -177,7 +190,12 @@ fn user_can_enter(user: &User, dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// Runs `initdb` once; returns the superuser password.
-fn init_cluster(bin: &Path, root: &Path, pgdata: &Path, run_as: Option<&User>) -> anyhow::Result<String> {
+fn init_cluster(
+    bin: &Path,
+    root: &Path,
+    pgdata: &Path,
+    run_as: Option<&User>,
+) -> anyhow::Result<String> {
     let password_file = root.join("password");
     if pgdata.join("PG_VERSION").is_file() {
         return Ok(fs::read_to_string(&password_file)
@@ -209,7 +227,16 @@ fn init_cluster(bin: &Path, root: &Path, pgdata: &Path, run_as: Option<&User>) -
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(pgdata)
-        .args(["-U", "postgres", "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()))
         .stdout(Stdio::null());
     as_user(&mut cmd, run_as);
@@ -228,7 +255,9 @@ fn log_tail(root: &Path) -> String {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 type Spawned = (Pid, JoinHandle<()>, mpsc::Receiver<()>);
@@ -241,36 +270,53 @@ fn spawn_server(
     durability: Durability,
     run_as: Option<&User>,
 ) -> anyhow::Result<Spawned> {
-    let log = fs::OpenOptions::new().create(true).append(true).open(root.join("postgres.log"))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("postgres.log"))?;
     let mut cmd = Command::new(bin.join("postgres"));
     cmd.arg("-D")
         .arg(pgdata)
         .args(["-p", &port.to_string()])
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ])
         .args(["-c", "max_connections=300"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     if durability == Durability::Fast {
-        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        cmd.args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]);
     }
     as_user(&mut cmd, run_as);
     let (pid_tx, pid_rx) = mpsc::channel();
     let (exit_tx, exit_rx) = mpsc::channel();
     // The parent-death signal fires when the *thread* that forked the child ends, so the
     // server is spawned from a thread that lives exactly as long as the server does.
-    let keeper = std::thread::Builder::new().name("postgres-keeper".into()).spawn(move || {
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = pid_tx.send(Ok(child.id()));
-                let _ = child.wait();
+    let keeper = std::thread::Builder::new()
+        .name("postgres-keeper".into())
+        .spawn(move || {
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = pid_tx.send(Ok(child.id()));
+                    let _ = child.wait();
+                }
+                Err(e) => {
+                    let _ = pid_tx.send(Err(e));
+                }
             }
-            Err(e) => {
-                let _ = pid_tx.send(Err(e));
-            }
-        }
-        let _ = exit_tx.send(());
-    })?;
+            let _ = exit_tx.send(());
+        })?;
     let pid = pid_rx.recv()?.context("Failed to start postgres")?;
     Ok((Pid::from_raw(pid as i32), keeper, exit_rx))
 }
@@ -281,7 +327,9 @@ fn wait_ready(pgdata: &Path, pid: Pid, exited: &mpsc::Receiver<()>) -> anyhow::R
     while Instant::now() < deadline {
         if let Ok(lines) = fs::read_to_string(pgdata.join("postmaster.pid")) {
             let lines: Vec<&str> = lines.lines().collect();
-            if lines.first() == Some(&pid.to_string().as_str()) && lines.get(7).map(|s| s.trim()) == Some("ready") {
+            if lines.first() == Some(&pid.to_string().as_str())
+                && lines.get(7).map(|s| s.trim()) == Some("ready")
+            {
                 return Ok(());
             }
         }

@@ -24,7 +24,13 @@ mod embedded_migrations {
 /// A pool of `size` connections to `url`. Connections are made lazily.
 pub fn create_pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = url.parse().context("Failed to parse the database URL")?;
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -37,7 +43,10 @@ pub fn create_pool(url: &str, size: usize) -> anyhow::Result<Pool> {
 
 /// Applies the SQL migrations in `migrations/` that have not run yet.
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
-    let mut conn = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let mut conn = pool
+        .get()
+        .await
+        .context("Failed to connect to PostgreSQL")?;
     let client: &mut tokio_postgres::Client = &mut conn;
     let report = embedded_migrations::migrations::runner()
         .run_async(client)
@@ -51,12 +60,22 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
 
 /// Creates database `name` on the server at `admin_url` unless it exists.
 pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await.context("Failed to connect to PostgreSQL")?;
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .context("Failed to connect to PostgreSQL")?;
     let conn = tokio::spawn(connection);
-    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
     if !exists {
         // Identifiers cannot be bound parameters; `name` is ours, quoted anyway.
-        client.batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{}\"",
+                name.replace('"', "\"\"")
+            ))
+            .await?;
     }
     drop(client);
     let _ = conn.await;

@@ -6,7 +6,8 @@ use tokio_postgres::GenericClient;
 
 use crate::domain::order::{NewOrder, Order};
 
-const ORDER_COLUMNS: &str = "id, store_id, product_id, customer_id, quantity, unit_price_cents, currency, \
+const ORDER_COLUMNS: &str =
+    "id, store_id, product_id, customer_id, quantity, unit_price_cents, currency, \
      total_cents, status, expires_at, created_at";
 
 fn order_from_row(r: &tokio_postgres::Row) -> Order {
@@ -27,7 +28,8 @@ fn order_from_row(r: &tokio_postgres::Row) -> Order {
 
 /// Locks the batch's product rows in id order, so that two batches touching the same
 /// products cannot deadlock on each other's stock updates.
-const LOCK_PRODUCTS: &str = "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const LOCK_PRODUCTS: &str =
+    "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// One statement per batch: insert the orders (a key already used in the store is
 /// skipped), take their stock with ONE update per product, and append each new order's
@@ -78,7 +80,10 @@ pub enum BatchError {
 
 /// Writes one batch in one transaction. Returns the ids inserted; the others' keys were
 /// already used in their store.
-pub async fn insert_batch(client: &mut deadpool_postgres::Client, batch: &[&NewOrder]) -> Result<HashSet<String>, BatchError> {
+pub async fn insert_batch(
+    client: &mut deadpool_postgres::Client,
+    batch: &[&NewOrder],
+) -> Result<HashSet<String>, BatchError> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut store_ids = Vec::with_capacity(n);
@@ -119,9 +124,17 @@ pub async fn insert_batch(client: &mut deadpool_postgres::Client, batch: &[&NewO
     products.dedup();
 
     let tx = client.transaction().await.map_err(BatchError::RolledBack)?;
-    let lock = tx.prepare_cached(LOCK_PRODUCTS).await.map_err(BatchError::RolledBack)?;
-    tx.execute(&lock, &[&products]).await.map_err(BatchError::RolledBack)?;
-    let insert = tx.prepare_cached(INSERT_BATCH).await.map_err(BatchError::RolledBack)?;
+    let lock = tx
+        .prepare_cached(LOCK_PRODUCTS)
+        .await
+        .map_err(BatchError::RolledBack)?;
+    tx.execute(&lock, &[&products])
+        .await
+        .map_err(BatchError::RolledBack)?;
+    let insert = tx
+        .prepare_cached(INSERT_BATCH)
+        .await
+        .map_err(BatchError::RolledBack)?;
     let rows = tx
         .query(
             &insert,
@@ -159,8 +172,13 @@ pub async fn insert_batch(client: &mut deadpool_postgres::Client, batch: &[&NewO
 }
 
 /// Of `ids`, those that are in the database (after a commit whose outcome is unknown).
-pub async fn existing_ids(client: &impl GenericClient, ids: &[&str]) -> Result<HashSet<String>, tokio_postgres::Error> {
-    let rows = client.query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids]).await?;
+pub async fn existing_ids(
+    client: &impl GenericClient,
+    ids: &[&str],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -170,7 +188,11 @@ pub async fn find_order(
     id: &str,
 ) -> Result<Option<Order>, tokio_postgres::Error> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND store_id = $2");
-    Ok(client.query_opt(&sql, &[&id, &store_id]).await?.as_ref().map(order_from_row))
+    Ok(client
+        .query_opt(&sql, &[&id, &store_id])
+        .await?
+        .as_ref()
+        .map(order_from_row))
 }
 
 /// The order placed with `key` in the store, and the hash of the request that placed it.

@@ -86,7 +86,11 @@ pub async fn find_product(
     id: &str,
 ) -> Result<Option<Product>, tokio_postgres::Error> {
     let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND store_id = $2");
-    Ok(client.query_opt(&sql, &[&id, &store_id]).await?.as_ref().map(product_from_row))
+    Ok(client
+        .query_opt(&sql, &[&id, &store_id])
+        .await?
+        .as_ref()
+        .map(product_from_row))
 }
 
 /// Units each customer holds in live (reserved or confirmed) orders of a product.
@@ -101,7 +105,10 @@ pub async fn held_by_customer(
             &[&product_id],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get("customer_id"), r.get("held"))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("customer_id"), r.get("held")))
+        .collect())
 }
 
 /// Idempotency keys already used on a product: key → (order id, request hash).
@@ -110,9 +117,20 @@ pub async fn idempotency_keys(
     product_id: &str,
 ) -> Result<HashMap<String, (String, Vec<u8>)>, tokio_postgres::Error> {
     let rows = client
-        .query("SELECT idempotency_key, id, request_hash FROM orders WHERE product_id = $1", &[&product_id])
+        .query(
+            "SELECT idempotency_key, id, request_hash FROM orders WHERE product_id = $1",
+            &[&product_id],
+        )
         .await?;
-    Ok(rows.iter().map(|r| (r.get("idempotency_key"), (r.get("id"), r.get("request_hash")))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("idempotency_key"),
+                (r.get("id"), r.get("request_hash")),
+            )
+        })
+        .collect())
 }
 
 /// Adds `quantity` units to both the total and the available stock.
@@ -126,5 +144,9 @@ pub async fn restock(
         "UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3, \
          updated_at = now() WHERE id = $1 AND store_id = $2 RETURNING {PRODUCT_COLUMNS}"
     );
-    Ok(client.query_opt(&sql, &[&id, &store_id, &quantity]).await?.as_ref().map(product_from_row))
+    Ok(client
+        .query_opt(&sql, &[&id, &store_id, &quantity])
+        .await?
+        .as_ref()
+        .map(product_from_row))
 }

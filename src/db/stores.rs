@@ -31,7 +31,12 @@ pub struct KeyGrant {
 }
 
 fn store_from_row(row: &tokio_postgres::Row) -> Store {
-    Store { id: row.get("id"), name: row.get("name"), plan: row.get("plan"), created_at: row.get("created_at") }
+    Store {
+        id: row.get("id"),
+        name: row.get("name"),
+        plan: row.get("plan"),
+        created_at: row.get("created_at"),
+    }
 }
 
 /// Inserts a store with one admin and one storefront key; returns the keys in clear.
@@ -53,7 +58,12 @@ pub async fn insert_store(
         let secret = new_secret(role);
         tx.execute(
             "INSERT INTO api_keys (id, key_hash, store_id, role) VALUES ($1, $2, $3, $4)",
-            &[&new_id("key"), &hash_secret(&secret).as_slice(), &store.id, &role.as_str()],
+            &[
+                &new_id("key"),
+                &hash_secret(&secret).as_slice(),
+                &store.id,
+                &role.as_str(),
+            ],
         )
         .await?;
         secrets.push(secret);
@@ -64,17 +74,31 @@ pub async fn insert_store(
     Ok((store, StoreKeys { admin, storefront }))
 }
 
-pub async fn find_store(client: &impl GenericClient, id: &str) -> Result<Option<Store>, tokio_postgres::Error> {
-    let row = client.query_opt("SELECT id, name, plan, created_at FROM stores WHERE id = $1", &[&id]).await?;
+pub async fn find_store(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<Store>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, name, plan, created_at FROM stores WHERE id = $1",
+            &[&id],
+        )
+        .await?;
     Ok(row.as_ref().map(store_from_row))
 }
 
 pub async fn count_stores(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
-    Ok(client.query_one("SELECT count(*) FROM stores", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT count(*) FROM stores", &[])
+        .await?
+        .get(0))
 }
 
 /// The grant of the live key whose SHA-256 is `hash`.
-pub async fn find_key(client: &impl GenericClient, hash: &[u8; 32]) -> Result<Option<KeyGrant>, tokio_postgres::Error> {
+pub async fn find_key(
+    client: &impl GenericClient,
+    hash: &[u8; 32],
+) -> Result<Option<KeyGrant>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT id, store_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -82,6 +106,10 @@ pub async fn find_key(client: &impl GenericClient, hash: &[u8; 32]) -> Result<Op
         )
         .await?;
     Ok(row.and_then(|r| {
-        Some(KeyGrant { key_id: r.get("id"), store_id: r.get("store_id"), role: KeyRole::parse(r.get("role"))? })
+        Some(KeyGrant {
+            key_id: r.get("id"),
+            store_id: r.get("store_id"),
+            role: KeyRole::parse(r.get("role"))?,
+        })
     }))
 }

@@ -42,7 +42,11 @@ impl KeyRole {
 
 /// A fresh secret: 160 random bits, hex, behind the role's prefix.
 pub fn new_secret(role: KeyRole) -> String {
-    format!("{}_{}", role.prefix(), hex::encode(rand::random::<[u8; 20]>()))
+    format!(
+        "{}_{}",
+        role.prefix(),
+        hex::encode(rand::random::<[u8; 20]>())
+    )
 }
 
 /// What is stored for a secret: its SHA-256.

@@ -17,9 +17,14 @@ pub enum Refusal {
     /// Nothing left.
     SoldOut,
     /// Less left than asked.
-    InsufficientStock { available: i64 },
+    InsufficientStock {
+        available: i64,
+    },
     /// Over `max_per_customer`, counting reserved and confirmed orders.
-    CustomerLimitExceeded { limit: i64, held: i64 },
+    CustomerLimitExceeded {
+        limit: i64,
+        held: i64,
+    },
 }
 
 /// Stock accounting of one product.
@@ -37,7 +42,11 @@ impl Ledger {
     /// A ledger for `total` units of which `held` are in live orders.
     pub fn new(total: i64, held: HashMap<String, i64>) -> Self {
         let available = total - held.values().sum::<i64>();
-        Ledger { total, available, held }
+        Ledger {
+            total,
+            available,
+            held,
+        }
     }
 
     /// A ledger rebuilt from the database: `available` as stored, `held` from live orders.
@@ -82,7 +91,9 @@ impl Ledger {
             return Err(Refusal::SoldOut);
         }
         if quantity > self.available {
-            return Err(Refusal::InsufficientStock { available: self.available });
+            return Err(Refusal::InsufficientStock {
+                available: self.available,
+            });
         }
         let held = self.held_by(customer);
         if let Some(limit) = max_per_customer {
@@ -97,7 +108,9 @@ impl Ledger {
 
     /// Returns units taken by [`Ledger::take`] (a failed write, a cancellation).
     pub fn give_back(&mut self, customer: &str, quantity: i64) {
-        let Some(held) = self.held.get_mut(customer) else { return };
+        let Some(held) = self.held.get_mut(customer) else {
+            return;
+        };
         let back = quantity.min(*held);
         *held -= back;
         if *held == 0 {
@@ -115,8 +128,14 @@ impl Ledger {
     /// `Err` describes the broken invariant.
     pub fn check_invariant(&self) -> Result<(), String> {
         let held: i64 = self.held.values().sum();
-        if self.available < 0 || self.available + held != self.total || self.held.values().any(|&h| h <= 0) {
-            return Err(format!("total {} available {} held {held}", self.total, self.available));
+        if self.available < 0
+            || self.available + held != self.total
+            || self.held.values().any(|&h| h <= 0)
+        {
+            return Err(format!(
+                "total {} available {} held {held}",
+                self.total, self.available
+            ));
         }
         Ok(())
     }
@@ -210,7 +229,8 @@ mod tests {
                 prop_assert_eq!(sold + ledger.available(), put_in);
                 if let Some(l) = limit {
                     for c in 0..6 {
-                        prop_assert!(ledger.held_by(&format!("c{c}")) <= l);
+                        let held = ledger.held_by(&format!("c{c}"));
+                        prop_assert!(held <= l, "customer c{} holds {} over {}", c, held, l);
                     }
                 }
             }
@@ -220,17 +240,29 @@ mod tests {
     #[test]
     fn window_refuses_before_start_and_from_end() {
         let now = Utc::now();
-        let w = SaleWindow { starts_at: Some(now), ends_at: Some(now + chrono::Duration::seconds(10)) };
-        assert_eq!(w.check(now - chrono::Duration::seconds(1)), Err(Refusal::SaleNotStarted));
+        let w = SaleWindow {
+            starts_at: Some(now),
+            ends_at: Some(now + chrono::Duration::seconds(10)),
+        };
+        assert_eq!(
+            w.check(now - chrono::Duration::seconds(1)),
+            Err(Refusal::SaleNotStarted)
+        );
         assert_eq!(w.check(now), Ok(()));
-        assert_eq!(w.check(now + chrono::Duration::seconds(10)), Err(Refusal::SaleEnded));
+        assert_eq!(
+            w.check(now + chrono::Duration::seconds(10)),
+            Err(Refusal::SaleEnded)
+        );
     }
 
     #[test]
     fn sold_out_before_insufficient() {
         let mut l = Ledger::new(2, HashMap::new());
         let w = SaleWindow::default();
-        assert_eq!(l.take("a", 3, None, &w, Utc::now()), Err(Refusal::InsufficientStock { available: 2 }));
+        assert_eq!(
+            l.take("a", 3, None, &w, Utc::now()),
+            Err(Refusal::InsufficientStock { available: 2 })
+        );
         assert_eq!(l.take("a", 2, None, &w, Utc::now()), Ok(()));
         assert_eq!(l.take("b", 1, None, &w, Utc::now()), Err(Refusal::SoldOut));
     }

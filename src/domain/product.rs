@@ -37,7 +37,10 @@ pub enum ProductStatus {
 
 impl Product {
     pub fn window(&self) -> SaleWindow {
-        SaleWindow { starts_at: self.sale_starts_at, ends_at: self.sale_ends_at }
+        SaleWindow {
+            starts_at: self.sale_starts_at,
+            ends_at: self.sale_ends_at,
+        }
     }
 
     pub fn status(&self, now: DateTime<Utc>) -> ProductStatus {

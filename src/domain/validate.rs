@@ -16,7 +16,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -44,9 +47,18 @@ impl<'a> Fields<'a> {
 
     fn nested(prefix: String, value: &'a Value) -> Result<Self, Vec<FieldError>> {
         match value {
-            Value::Object(object) => Ok(Fields { prefix, object, seen: Vec::new(), errors: Vec::new() }),
+            Value::Object(object) => Ok(Fields {
+                prefix,
+                object,
+                seen: Vec::new(),
+                errors: Vec::new(),
+            }),
             _ => {
-                let field = if prefix.is_empty() { "body".to_owned() } else { prefix.trim_end_matches('.').to_owned() };
+                let field = if prefix.is_empty() {
+                    "body".to_owned()
+                } else {
+                    prefix.trim_end_matches('.').to_owned()
+                };
                 Err(vec![FieldError::new(field, "must be a JSON object")])
             }
         }
@@ -79,7 +91,12 @@ impl<'a> Fields<'a> {
     }
 
     /// A string of `len` characters, trimmed of nothing: what was sent is what is kept.
-    pub fn string(&mut self, name: &'static str, presence: Presence, len: RangeInclusive<usize>) -> Option<String> {
+    pub fn string(
+        &mut self,
+        name: &'static str,
+        presence: Presence,
+        len: RangeInclusive<usize>,
+    ) -> Option<String> {
         let value = self.raw(name, presence)?;
         let Some(s) = value.as_str() else {
             self.fail(name, "must be a string");
@@ -87,7 +104,10 @@ impl<'a> Fields<'a> {
         };
         let n = s.chars().count();
         if !len.contains(&n) {
-            self.fail(name, format!("must be {} to {} characters long", len.start(), len.end()));
+            self.fail(
+                name,
+                format!("must be {} to {} characters long", len.start(), len.end()),
+            );
             return None;
         }
         if s.chars().any(char::is_control) {
@@ -98,14 +118,22 @@ impl<'a> Fields<'a> {
     }
 
     /// An integer within `range`.
-    pub fn int(&mut self, name: &'static str, presence: Presence, range: RangeInclusive<i64>) -> Option<i64> {
+    pub fn int(
+        &mut self,
+        name: &'static str,
+        presence: Presence,
+        range: RangeInclusive<i64>,
+    ) -> Option<i64> {
         let value = self.raw(name, presence)?;
         let Some(n) = value.as_i64() else {
             self.fail(name, "must be an integer");
             return None;
         };
         if !range.contains(&n) {
-            self.fail(name, format!("must be between {} and {}", range.start(), range.end()));
+            self.fail(
+                name,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
             return None;
         }
         Some(n)
@@ -126,7 +154,10 @@ impl<'a> Fields<'a> {
         match value.as_str().map(DateTime::parse_from_rfc3339) {
             Some(Ok(t)) => Some(t.with_timezone(&Utc)),
             _ => {
-                self.fail(name, "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z");
+                self.fail(
+                    name,
+                    "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+                );
                 None
             }
         }
@@ -167,11 +198,16 @@ impl<'a> Fields<'a> {
     }
 
     fn into_errors(mut self) -> Vec<FieldError> {
-        let mut unknown: Vec<&String> = self.object.keys().filter(|k| !self.seen.contains(&k.as_str())).collect();
+        let mut unknown: Vec<&String> = self
+            .object
+            .keys()
+            .filter(|k| !self.seen.contains(&k.as_str()))
+            .collect();
         unknown.sort();
         for key in unknown {
             let field = self.path(key);
-            self.errors.push(FieldError::new(field, "is not a known field"));
+            self.errors
+                .push(FieldError::new(field, "is not a known field"));
         }
         self.errors
     }
@@ -194,7 +230,8 @@ mod tests {
 
     #[test]
     fn collects_every_problem_with_its_path() {
-        let body = json!({"quantity": 0, "name": 5, "extra": true, "consent": {"marketing": "yes"}});
+        let body =
+            json!({"quantity": 0, "name": 5, "extra": true, "consent": {"marketing": "yes"}});
         let mut f = Fields::new(&body).unwrap();
         assert_eq!(f.int("quantity", Required, 1..=100), None);
         assert_eq!(f.string("name", Required, 1..=10), None);
@@ -205,8 +242,23 @@ mod tests {
             Some((terms?, marketing?))
         });
         assert_eq!(consent, None);
-        let fields: Vec<String> = f.finish().unwrap_err().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["quantity", "name", "sku", "consent.terms_version", "consent.marketing", "extra"]);
+        let fields: Vec<String> = f
+            .finish()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "quantity",
+                "name",
+                "sku",
+                "consent.terms_version",
+                "consent.marketing",
+                "extra"
+            ]
+        );
     }
 
     #[test]
@@ -215,7 +267,10 @@ mod tests {
         let mut f = Fields::new(&body).unwrap();
         assert_eq!(f.int("n", Required, 1..=3), Some(3));
         assert_eq!(f.string("s", Required, 1..=3).as_deref(), Some("abc"));
-        assert_eq!(f.timestamp("t", Required).unwrap().to_rfc3339(), "2025-12-31T22:00:00+00:00");
+        assert_eq!(
+            f.timestamp("t", Required).unwrap().to_rfc3339(),
+            "2025-12-31T22:00:00+00:00"
+        );
         assert_eq!(f.string("o", Optional, 1..=3), None);
         assert!(f.finish().is_ok());
         assert!(Fields::new(&json!([1])).is_err());

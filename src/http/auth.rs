@@ -54,7 +54,9 @@ impl FromRequest for Caller {
             .map(|t| t.trim().to_owned());
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
-            let (Some(token), Some(state)) = (token, state) else { return Err(ApiError::Unauthorized) };
+            let (Some(token), Some(state)) = (token, state) else {
+                return Err(ApiError::Unauthorized);
+            };
             let hash = hash_secret(&token);
             if hash == state.admin_token_hash {
                 return Ok(Caller::Operator);

@@ -48,20 +48,29 @@ fn parse_checkout(body: &serde_json::Value) -> Result<CheckoutBody, Vec<FieldErr
     let consent = f.object("consent", Required, |c| {
         let terms_version = c.string("terms_version", Required, 1..=64);
         let marketing = c.bool("marketing", Required);
-        Some(Consent { terms_version: terms_version?, marketing: marketing? })
+        Some(Consent {
+            terms_version: terms_version?,
+            marketing: marketing?,
+        })
     });
     f.finish()?;
     Ok(CheckoutBody {
         product_id: product_id.unwrap_or_default(),
         quantity: quantity.unwrap_or_default(),
         customer_id: customer_id.unwrap_or_default(),
-        consent: consent.unwrap_or(Consent { terms_version: String::new(), marketing: false }),
+        consent: consent.unwrap_or(Consent {
+            terms_version: String::new(),
+            marketing: false,
+        }),
     })
 }
 
 /// The `Idempotency-Key` header: 1–255 visible ASCII characters.
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req.headers().get(IDEMPOTENCY_KEY).ok_or(ApiError::MissingIdempotencyKey)?;
+    let value = req
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .ok_or(ApiError::MissingIdempotencyKey)?;
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -148,18 +157,31 @@ async fn place_order(
     // First sight of this key in this process wins the marker; any other request with it
     // is answered from the marker.
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
-    let entry = state.idempotency.entry(cache_key.clone()).or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
+    let entry = state
+        .idempotency
+        .entry(cache_key.clone())
+        .or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
     if !entry.is_fresh() {
         return match &*entry.into_value() {
-            Idempotency::Done { request_hash: h, status, content_type, body } if *h == request_hash => {
+            Idempotency::Done {
+                request_hash: h,
+                status,
+                content_type,
+                body,
+            } if *h == request_hash => {
                 IDEMPOTENT_REPLAYS.with_label_values(&["memory"]).inc();
                 Ok(replay(*status, content_type, body.clone()))
             }
-            Idempotency::InFlight(h) if *h == request_hash => Err(ApiError::idempotency_in_progress()),
+            Idempotency::InFlight(h) if *h == request_hash => {
+                Err(ApiError::idempotency_in_progress())
+            }
             _ => Err(ApiError::IdempotencyKeyReused),
         };
     }
-    let mut guard = InFlightGuard { cache: &state.idempotency, key: Some(cache_key) };
+    let mut guard = InFlightGuard {
+        cache: &state.idempotency,
+        key: Some(cache_key),
+    };
 
     let cmd = CheckoutCommand {
         body,
@@ -169,7 +191,14 @@ async fn place_order(
         client_addr: req.peer_addr().map(|a| a.ip().to_string()),
     };
     let product_id = cmd.body.product_id.clone();
-    let answer = ask(|reply| state.actors.to_product(&grant.store_id, &product_id, ProductMsg::Checkout { cmd, reply })).await;
+    let answer = ask(|reply| {
+        state.actors.to_product(
+            &grant.store_id,
+            &product_id,
+            ProductMsg::Checkout { cmd, reply },
+        )
+    })
+    .await;
     match answer {
         Ok(Checkout::Created(order)) => {
             let body = created(&order);
@@ -184,7 +213,10 @@ async fn place_order(
                 .content_type("application/json")
                 .body(body))
         }
-        Ok(Checkout::KnownKey { order_id, request_hash: known }) => {
+        Ok(Checkout::KnownKey {
+            order_id,
+            request_hash: known,
+        }) => {
             if known != request_hash {
                 return Err(ApiError::IdempotencyKeyReused);
             }
@@ -214,13 +246,22 @@ async fn place_order(
 }
 
 /// Replays an order found in the database under this key.
-fn replay_stored(guard: &mut InFlightGuard<'_>, request_hash: [u8; 32], order: Option<Order>) -> Result<HttpResponse, ApiError> {
+fn replay_stored(
+    guard: &mut InFlightGuard<'_>,
+    request_hash: [u8; 32],
+    order: Option<Order>,
+) -> Result<HttpResponse, ApiError> {
     let Some(order) = order else {
         // Known to the product actor but not committed yet: a batch is carrying it.
         return Err(ApiError::idempotency_in_progress());
     };
     IDEMPOTENT_REPLAYS.with_label_values(&["database"]).inc();
     let body = created(&order);
-    guard.complete(Idempotency::Done { request_hash, status: 201, content_type: "application/json", body: body.clone() });
+    guard.complete(Idempotency::Done {
+        request_hash,
+        status: 201,
+        content_type: "application/json",
+        body: body.clone(),
+    });
     Ok(replay(201, "application/json", body))
 }

@@ -34,7 +34,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409 with a specific code (`sold_out`, `sku_taken`, …).
     #[error("{detail}")]
-    Conflict { code: &'static str, title: &'static str, detail: String },
+    Conflict {
+        code: &'static str,
+        title: &'static str,
+        detail: String,
+    },
     /// 413 `payload_too_large`.
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -118,16 +122,25 @@ impl ApiError {
         ApiError::Conflict {
             code: "idempotency_in_progress",
             title: "Idempotent request in progress",
-            detail: "a request with this Idempotency-Key is still being served; retry shortly".into(),
+            detail: "a request with this Idempotency-Key is still being served; retry shortly"
+                .into(),
         }
     }
 
     /// A 409 for a refusal of the sale's rules.
     pub fn refused(refusal: Refusal) -> Self {
         let (code, title, detail) = match refusal {
-            Refusal::SaleNotStarted => ("sale_not_started", "Sale not started", "the sale has not started yet".to_owned()),
+            Refusal::SaleNotStarted => (
+                "sale_not_started",
+                "Sale not started",
+                "the sale has not started yet".to_owned(),
+            ),
             Refusal::SaleEnded => ("sale_ended", "Sale ended", "the sale has ended".to_owned()),
-            Refusal::SoldOut => ("sold_out", "Sold out", "nothing is left of this product".to_owned()),
+            Refusal::SoldOut => (
+                "sold_out",
+                "Sold out",
+                "nothing is left of this product".to_owned(),
+            ),
             Refusal::InsufficientStock { available } => (
                 "insufficient_stock",
                 "Insufficient stock",
@@ -139,7 +152,11 @@ impl ApiError {
                 format!("at most {limit} per customer; this customer already has {held}"),
             ),
         };
-        ApiError::Conflict { code, title, detail }
+        ApiError::Conflict {
+            code,
+            title,
+            detail,
+        }
     }
 }
 
@@ -184,7 +201,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Overloaded | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -37,7 +37,12 @@ pub enum Idempotency {
     /// A request with this key and this fingerprint is being served.
     InFlight([u8; 32]),
     /// Answered: the fingerprint, and the response to send again.
-    Done { request_hash: [u8; 32], status: u16, content_type: &'static str, body: Vec<u8> },
+    Done {
+        request_hash: [u8; 32],
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
 }
 
 /// What every handler shares.
@@ -56,12 +61,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: Pool, actors: Actors, admin_token: &str, settings: &crate::config::Settings) -> Self {
+    pub fn new(
+        pool: Pool,
+        actors: Actors,
+        admin_token: &str,
+        settings: &crate::config::Settings,
+    ) -> Self {
         AppState {
             pool,
             actors,
             admin_token_hash: crate::domain::ids::hash_secret(admin_token),
-            keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
+            keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
             idempotency: moka::sync::Cache::builder()
                 .max_capacity(settings.idempotency_cache)
                 .time_to_live(IDEMPOTENCY_TTL)
@@ -97,7 +110,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/products").route(web::post().to(products::create_product)))
                 .service(resource("/products/{id}").route(web::get().to(products::get_product)))
                 .service(resource("/products/{id}/stock").route(web::get().to(products::get_stock)))
-                .service(resource("/products/{id}/restock").route(web::post().to(products::restock_product)))
+                .service(
+                    resource("/products/{id}/restock")
+                        .route(web::post().to(products::restock_product)),
+                )
                 .service(resource("/checkout").route(web::post().to(checkout::checkout)))
                 .service(resource("/orders/{id}").route(web::get().to(orders::get_order))),
         )
@@ -106,7 +122,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A resource that answers a method it does not serve with a 405 problem.
 fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed) }))
+    web::resource(path).default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
+    }))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

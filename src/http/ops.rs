@@ -23,7 +23,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         client.simple_query("SELECT 1").await.ok()
     };
     let ready = state.ready.load(Ordering::Acquire)
-        && tokio::time::timeout(Duration::from_secs(2), db_ok).await.ok().flatten().is_some();
+        && tokio::time::timeout(Duration::from_secs(2), db_ok)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
     if ready {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {
@@ -37,5 +41,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics")))]
 pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
 }

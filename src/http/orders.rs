@@ -11,7 +11,11 @@ use crate::domain::order::Order;
 /// One order of the caller's store.
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Order), (status = 404)))]
-pub async fn get_order(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_order(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let client = state.pool.get().await?;
     let order = find_order(&**client, &grant.store_id, &id)

@@ -18,7 +18,8 @@ use crate::domain::validate::{FieldError, Fields, Optional, Required};
 
 /// Product bodies change with every sale: caches may keep them a second, serve them a
 /// little stale while they revalidate, and carry a spike through a database outage.
-const PRODUCT_CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
+const PRODUCT_CACHE_CONTROL: &str =
+    "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
 /// The stock endpoint is never older than a second.
 const STOCK_CACHE_CONTROL: &str = "public, max-age=1";
 
@@ -61,7 +62,11 @@ fn parse_new_product(body: &serde_json::Value) -> Result<NewProduct, Vec<FieldEr
     let price_cents = f.int("price_cents", Required, 0..=MAX_STOCK);
     let currency = f.string("currency", Required, 3..=3);
     if let Some(c) = &currency {
-        f.check(c.chars().all(|c| c.is_ascii_uppercase()), "currency", "must be an ISO 4217 code such as EUR");
+        f.check(
+            c.chars().all(|c| c.is_ascii_uppercase()),
+            "currency",
+            "must be an ISO 4217 code such as EUR",
+        );
     }
     let stock = f.int("stock", Required, 0..=MAX_STOCK);
     let max_per_customer = f.int("max_per_customer", Optional, 1..=1_000_000);
@@ -91,35 +96,54 @@ fn parse_new_product(body: &serde_json::Value) -> Result<NewProduct, Vec<FieldEr
     security(("bearer" = [])),
     responses((status = 201, body = crate::domain::product::ProductView), (status = 409, description = "sku_taken"),
         (status = 422, description = "validation_failed")))]
-pub async fn create_product(state: web::Data<AppState>, caller: Caller, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn create_product(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ADMIN_KEY)?;
     let new = parse_new_product(&body.0)?;
     let client = state.pool.get().await?;
-    let product = insert_product(&**client, &new_id("prd"), &grant.store_id, &new).await.map_err(|e| {
-        if violated_constraint(&e) == Some("products_store_sku_key") {
-            ApiError::Conflict {
-                code: "sku_taken",
-                title: "SKU taken",
-                detail: format!("the store already has a product with sku {:?}", new.sku),
+    let product = insert_product(&**client, &new_id("prd"), &grant.store_id, &new)
+        .await
+        .map_err(|e| {
+            if violated_constraint(&e) == Some("products_store_sku_key") {
+                ApiError::Conflict {
+                    code: "sku_taken",
+                    title: "SKU taken",
+                    detail: format!("the store already has a product with sku {:?}", new.sku),
+                }
+            } else {
+                ApiError::from(e)
             }
-        } else {
-            ApiError::from(e)
-        }
-    })?;
+        })?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
         .json(product.to_view(Utc::now())))
 }
 
-async fn read_snapshot(state: &AppState, store_id: &str, product_id: &str) -> Result<Arc<Snapshot>, ApiError> {
-    ask(|reply| state.actors.to_product(store_id, product_id, ProductMsg::Read { reply })).await
+async fn read_snapshot(
+    state: &AppState,
+    store_id: &str,
+    product_id: &str,
+) -> Result<Arc<Snapshot>, ApiError> {
+    ask(|reply| {
+        state
+            .actors
+            .to_product(store_id, product_id, ProductMsg::Read { reply })
+    })
+    .await
 }
 
 fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
     req.headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag))
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+        })
 }
 
 fn http_date(t: chrono::DateTime<Utc>) -> String {
@@ -127,7 +151,12 @@ fn http_date(t: chrono::DateTime<Utc>) -> String {
 }
 
 /// Answers with `body`, or 304 if the client has this version.
-fn conditional(req: &HttpRequest, snapshot: &Snapshot, body: &[u8], cache_control: &str) -> HttpResponse {
+fn conditional(
+    req: &HttpRequest,
+    snapshot: &Snapshot,
+    body: &[u8],
+    cache_control: &str,
+) -> HttpResponse {
     let not_modified = etag_matches(req, &snapshot.etag);
     let mut response = if not_modified {
         HttpResponse::NotModified()
@@ -142,7 +171,9 @@ fn conditional(req: &HttpRequest, snapshot: &Snapshot, body: &[u8], cache_contro
     if not_modified {
         return response.finish();
     }
-    response.content_type("application/json").body(body.to_vec())
+    response
+        .content_type("application/json")
+        .body(body.to_vec())
 }
 
 /// A product, from its actor's memory, with HTTP validators.
@@ -157,14 +188,23 @@ pub async fn get_product(
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let snapshot = read_snapshot(&state, &grant.store_id, &id).await?;
-    Ok(conditional(&req, &snapshot, &snapshot.body, PRODUCT_CACHE_CONTROL))
+    Ok(conditional(
+        &req,
+        &snapshot,
+        &snapshot.body,
+        PRODUCT_CACHE_CONTROL,
+    ))
 }
 
 /// The fast-moving part of a product: what is left, and the sale status.
 #[utoipa::path(get, path = "/api/v1/products/{id}/stock", tag = "products", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = crate::domain::product::StockView), (status = 404)))]
-pub async fn get_stock(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_stock(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let snapshot = read_snapshot(&state, &grant.store_id, &id).await?;
     Ok(HttpResponse::Ok()
@@ -188,8 +228,14 @@ pub async fn restock_product(
     let quantity = f.int("quantity", Required, 1..=MAX_STOCK);
     f.finish()?;
     let quantity = quantity.unwrap_or_default();
-    let snapshot =
-        ask(|reply| state.actors.to_product(&grant.store_id, &id, ProductMsg::Restock { quantity, reply })).await?;
+    let snapshot = ask(|reply| {
+        state.actors.to_product(
+            &grant.store_id,
+            &id,
+            ProductMsg::Restock { quantity, reply },
+        )
+    })
+    .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, snapshot.etag.as_str()))
         .content_type("application/json")

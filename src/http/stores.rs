@@ -36,7 +36,11 @@ fn parse_create_store(body: &serde_json::Value) -> Result<(String, String), Vec<
     let name = f.string("name", Required, 1..=200);
     let plan = f.string("plan", Required, 1..=20);
     if let Some(plan) = &plan {
-        f.check(PLANS.contains(&plan.as_str()), "plan", "must be one of free, pro, enterprise");
+        f.check(
+            PLANS.contains(&plan.as_str()),
+            "plan",
+            "must be one of free, pro, enterprise",
+        );
     }
     f.finish()?;
     Ok((name.unwrap_or_default(), plan.unwrap_or_default()))
@@ -46,7 +50,11 @@ fn parse_create_store(body: &serde_json::Value) -> Result<(String, String), Vec<
 #[utoipa::path(post, path = "/api/v1/stores", tag = "stores", request_body = CreateStoreRequest,
     security(("bearer" = [])),
     responses((status = 201, body = CreatedStore), (status = 401), (status = 403), (status = 422)))]
-pub async fn create_store(state: web::Data<AppState>, caller: Caller, body: JsonBody) -> Result<HttpResponse, ApiError> {
+pub async fn create_store(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     caller.require_operator()?;
     let (name, plan) = parse_create_store(&body.0)?;
     let mut client = state.pool.get().await?;
@@ -60,7 +68,11 @@ pub async fn create_store(state: web::Data<AppState>, caller: Caller, body: Json
 /// Reads a store (operator, or the store's own admin key), without keys.
 #[utoipa::path(get, path = "/api/v1/stores/{id}", tag = "stores", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Store), (status = 404)))]
-pub async fn get_store(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_store(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let not_found = ApiError::NotFound("store_not_found", "no such store");
     if let Caller::Key(grant) = &caller {
         // Another store's key sees nothing, exactly as if the store did not exist.

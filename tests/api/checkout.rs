@@ -1,0 +1,376 @@
+//! Checkout: every error code, idempotency (also across a restart), consent audit,
+//! overload.
+
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_problem, checkout_body, spawn_app, spawn_app_on, spawn_app_with, stock_from_db,
+};
+
+#[actix_web::test]
+async fn every_checkout_error_code_and_bad_input_changes_nothing() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let pk = &store.storefront;
+    let product = app
+        .create_product(&store, 3, json!({"max_per_customer": 2}))
+        .await;
+    let body = checkout_body(&product, 1, "alice");
+
+    let no_key = app
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .bearer_auth(pk)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_key, 400, "missing_idempotency_key").await;
+    let bad_key = assert_problem(
+        app.checkout(pk, "has space", &body).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(bad_key["errors"][0]["field"], "Idempotency-Key");
+    assert_problem(
+        app.checkout(pk, &"k".repeat(256), &body).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let malformed = app
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .bearer_auth(pk)
+        .header("Idempotency-Key", "m1")
+        .body("{\"product_id\":")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400, "malformed_body").await;
+    let invalid = json!({"product_id": 7, "quantity": 101, "customer_id": "", "consent": {"terms_version": "v1", "marketing": "no"}, "coupon": "X"});
+    let problem = assert_problem(
+        app.checkout(pk, "v1", &invalid).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "product_id",
+            "quantity",
+            "customer_id",
+            "consent.marketing",
+            "coupon"
+        ]
+    );
+    assert_problem(
+        app.checkout(pk, "q0", &checkout_body(&product, 0, "a"))
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.checkout(pk, "nf", &checkout_body("prd_missing", 1, "a"))
+            .await,
+        404,
+        "product_not_found",
+    )
+    .await;
+
+    let later = (Utc::now() + Duration::hours(1)).to_rfc3339();
+    let scheduled = app
+        .create_product(&store, 5, json!({"sale_starts_at": later}))
+        .await;
+    assert_problem(
+        app.checkout(pk, "s1", &checkout_body(&scheduled, 1, "a"))
+            .await,
+        409,
+        "sale_not_started",
+    )
+    .await;
+    let ended = app
+        .create_product(&store, 5, json!({"sale_starts_at": "2020-01-01T00:00:00Z", "sale_ends_at": "2020-01-02T00:00:00Z"}))
+        .await;
+    assert_problem(
+        app.checkout(pk, "e1", &checkout_body(&ended, 1, "a")).await,
+        409,
+        "sale_ended",
+    )
+    .await;
+
+    // Limits: alice may hold 2; the product has 3.
+    assert_problem(
+        app.checkout(pk, "l0", &checkout_body(&product, 3, "alice"))
+            .await,
+        409,
+        "customer_limit_exceeded",
+    )
+    .await;
+    let first = app
+        .checkout(pk, "a1", &checkout_body(&product, 2, "alice"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["status"], "confirmed");
+    assert_eq!(first["total_cents"], 2 * 12_900);
+    assert!(first["expires_at"].is_null());
+    assert_problem(
+        app.checkout(pk, "a2", &checkout_body(&product, 1, "alice"))
+            .await,
+        409,
+        "customer_limit_exceeded",
+    )
+    .await;
+    assert_problem(
+        app.checkout(pk, "b1", &checkout_body(&product, 2, "bob"))
+            .await,
+        409,
+        "insufficient_stock",
+    )
+    .await;
+    assert_eq!(
+        app.checkout(pk, "b2", &checkout_body(&product, 1, "bob"))
+            .await
+            .status(),
+        201
+    );
+    assert_problem(
+        app.checkout(pk, "c1", &checkout_body(&product, 1, "carol"))
+            .await,
+        409,
+        "sold_out",
+    )
+    .await;
+
+    // The same key with another body.
+    assert_problem(
+        app.checkout(pk, "a1", &checkout_body(&product, 1, "alice"))
+            .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // The database holds exactly the two orders that got 201.
+    let db = app.db().await;
+    let orders: i64 = db
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 2);
+    assert_eq!(stock_from_db(&db, &product).await, (3, 0, 3, 2));
+    for p in [&scheduled, &ended] {
+        assert_eq!(stock_from_db(&db, p).await, (5, 5, 0, 0));
+    }
+}
+
+#[actix_web::test]
+async fn replays_return_the_original_answer_also_after_a_restart() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app.create_product(&store, 1, json!({})).await;
+    let body = checkout_body(&product, 1, "alice");
+
+    let original = app.checkout(&store.storefront, "order-1", &body).await;
+    assert_eq!(original.status(), 201);
+    assert!(original.headers().get("idempotent-replayed").is_none());
+    let original = original.text().await.unwrap();
+    let replay = app.checkout(&store.storefront, "order-1", &body).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.unwrap(), original);
+
+    // A refusal is replayed too.
+    let refused = app
+        .checkout(
+            &store.storefront,
+            "order-2",
+            &checkout_body(&product, 1, "bob"),
+        )
+        .await;
+    let refused_body = assert_problem(refused, 409, "sold_out").await;
+    let again = app
+        .checkout(
+            &store.storefront,
+            "order-2",
+            &checkout_body(&product, 1, "bob"),
+        )
+        .await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), refused_body);
+
+    // Restart: a new process on the same database; the product is sold out, yet the
+    // retry gets its order back, byte for byte.
+    let db_url = app.db_url.clone();
+    app.stop().await;
+    let app = spawn_app_on(&db_url, |_| {}).await;
+    let replay = app.checkout(&store.storefront, "order-1", &body).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.unwrap(), original);
+    assert_problem(
+        app.checkout(
+            &store.storefront,
+            "order-1",
+            &checkout_body(&product, 1, "mallory"),
+        )
+        .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    let orders: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 1);
+}
+
+#[actix_web::test]
+async fn concurrent_duplicates_of_one_key_buy_once() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app.create_product(&store, 100, json!({})).await;
+    let body = checkout_body(&product, 1, "alice");
+    let results = futures_util::future::join_all((0..40).map(|_| async {
+        let response = app.checkout(&store.storefront, "same-key", &body).await;
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    }))
+    .await;
+    let mut order_ids = std::collections::HashSet::new();
+    for (status, body) in &results {
+        match status {
+            201 => {
+                order_ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            409 => assert_eq!(body["code"], "idempotency_in_progress"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(order_ids.len(), 1, "every 201 is the same order");
+    let db = app.db().await;
+    assert_eq!(stock_from_db(&db, &product).await, (100, 99, 1, 1));
+}
+
+#[actix_web::test]
+async fn consent_is_kept_in_an_append_only_audit_trail() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product(&store, 5, json!({"hold_seconds": 600}))
+        .await;
+    let body = json!({"product_id": product, "quantity": 2, "customer_id": "alice",
+        "consent": {"terms_version": "tos-7", "marketing": true}});
+    let order: Value = app
+        .checkout(&store.storefront, "k", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "reserved");
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(order["expires_at"].as_str().unwrap()).unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(order["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires - created).num_seconds(), 600);
+
+    let db = app.db().await;
+    let row = db
+        .query_one(
+            "SELECT event, status, detail, host(client_addr), api_key_id IS NOT NULL FROM order_audit WHERE order_id = $1",
+            &[&order["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "created");
+    assert_eq!(row.get::<_, String>(1), "reserved");
+    assert_eq!(
+        row.get::<_, Value>(2),
+        json!({"terms_version": "tos-7", "marketing": true})
+    );
+    assert_eq!(row.get::<_, String>(3), "127.0.0.1");
+    assert!(row.get::<_, bool>(4));
+    assert!(db
+        .execute("UPDATE order_audit SET event = 'x'", &[])
+        .await
+        .is_err());
+    assert!(db.execute("DELETE FROM order_audit", &[]).await.is_err());
+}
+
+#[actix_web::test]
+async fn full_queues_answer_503_overloaded_and_give_the_stock_back() {
+    // A writer that holds at most 4 orders and waits 300 ms to write them.
+    let app = spawn_app_with(|s| {
+        s.mailbox_capacity = 4;
+        s.batch_linger_ms = 300;
+        s.batches_in_flight = 1;
+    })
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(&store, 1000, json!({})).await;
+    let results = futures_util::future::join_all((0..120).map(|i| {
+        let app = &app;
+        let store = &store;
+        let product = &product;
+        async move {
+            let response = app
+                .checkout(
+                    &store.storefront,
+                    &format!("k{i}"),
+                    &checkout_body(product, 1, &format!("c{i}")),
+                )
+                .await;
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let mut created = 0;
+    let mut overloaded = 0;
+    for (status, retry_after, body) in results {
+        match status {
+            201 => created += 1,
+            503 => {
+                assert_eq!(body["code"], "overloaded");
+                assert!(retry_after.is_some(), "503 carries Retry-After");
+                overloaded += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(overloaded > 0, "the bounded queue refused some");
+    assert!(created > 0);
+    let (total, available, ordered, count) = stock_from_db(&app.db().await, &product).await;
+    assert_eq!((total, ordered, count), (1000, created, created));
+    assert_eq!(available, 1000 - created);
+    // The refused ones' stock is back in memory too.
+    let stock: Value = app
+        .get(&format!("/api/v1/products/{product}/stock"), &store.admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["stock_available"], 1000 - created);
+}

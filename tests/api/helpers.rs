@@ -1,0 +1,298 @@
+//! The test harness: one PostgreSQL per test process (the private one, started like the
+//! binary does, or `DATABASE_URL`), a migrated template, and a fresh database per test.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use actix_web::dev::ServerHandle;
+use flashsale::config::Settings;
+use flashsale::db::embedded::{Durability, EmbeddedPostgres};
+use flashsale::domain::ids::new_id;
+use flashsale::startup::Application;
+use serde_json::{json, Value};
+use tokio_postgres::NoTls;
+
+const TEMPLATE: &str = "flashsale_test_template";
+
+struct TestServer {
+    /// URL of the server's `postgres` database (for CREATE DATABASE).
+    admin_url: String,
+    /// Kept alive for the whole test process.
+    _private: Option<EmbeddedPostgres>,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+static TEMPLATE_READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn server() -> &'static TestServer {
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => TestServer {
+            admin_url: with_database(&url, "postgres"),
+            _private: None,
+        },
+        _ => {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
+            let pg = EmbeddedPostgres::start(&dir, Durability::Fast)
+                .expect("Failed to start the test PostgreSQL");
+            TestServer {
+                admin_url: pg.url("postgres"),
+                _private: Some(pg),
+            }
+        }
+    })
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("Failed to connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// A new database, copied from the migrated template.
+pub async fn fresh_database() -> String {
+    let admin_url = &server().admin_url;
+    TEMPLATE_READY
+        .get_or_init(|| async {
+            let admin = connect(admin_url).await;
+            if std::env::var("DATABASE_URL").is_err() {
+                // Left over by earlier runs on the private server.
+                for row in admin
+                    .query(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                {
+                    let name: String = row.get(0);
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            }
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+                .await
+                .unwrap();
+            let pool = flashsale::db::create_pool(&with_database(admin_url, TEMPLATE), 1).unwrap();
+            flashsale::db::migrate(&pool)
+                .await
+                .expect("Failed to migrate the template");
+            pool.close();
+        })
+        .await;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = connect(admin_url).await;
+    let mut tries = 0;
+    // A template may be copied by one CREATE DATABASE at a time.
+    while let Err(e) = admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+        .await
+    {
+        tries += 1;
+        assert!(tries < 50, "Failed to create a test database: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    with_database(admin_url, &name)
+}
+
+/// The application under test, serving on a random port, with its own database.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub db_url: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    handle: ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The stop command is sent now; the future only waits for it.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn test_settings(db_url: &str) -> Settings {
+    let mut settings = Settings::for_database(db_url);
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.seed_demo = false;
+    settings.db_pool_size = 6;
+    settings.http_workers = Some(2);
+    settings.arbiters = Some(2);
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let db_url = fresh_database().await;
+    spawn_app_on(&db_url, tune).await
+}
+
+/// An application on an existing database (a restart).
+pub async fn spawn_app_on(db_url: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    flashsale::telemetry::init("warn");
+    let mut settings = test_settings(db_url);
+    tune(&mut settings);
+    let admin_token = new_id("op");
+    let app = Application::build(&settings, db_url, &admin_token)
+        .await
+        .expect("Failed to build the app");
+    let address = app.address();
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db_url: db_url.to_owned(),
+        admin_token,
+        client: reqwest::Client::new(),
+        handle,
+    }
+}
+
+/// A store's id and keys.
+#[derive(Debug, Clone)]
+pub struct StoreKeys {
+    pub id: String,
+    pub admin: String,
+    pub storefront: String,
+}
+
+pub fn checkout_body(product_id: &str, quantity: i64, customer: &str) -> Value {
+    json!({
+        "product_id": product_id,
+        "quantity": quantity,
+        "customer_id": customer,
+        "consent": {"terms_version": "2026-01", "marketing": false}
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.db_url).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn create_store(&self) -> StoreKeys {
+        let response = self
+            .post(
+                "/api/v1/stores",
+                &self.admin_token,
+                &json!({"name": "Shop", "plan": "pro"}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        StoreKeys {
+            id: body["id"].as_str().unwrap().to_owned(),
+            admin: body["api_keys"]["admin"].as_str().unwrap().to_owned(),
+            storefront: body["api_keys"]["storefront"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A product with `stock` units and the given extra fields; returns its id.
+    pub async fn create_product(&self, store: &StoreKeys, stock: i64, extra: Value) -> String {
+        let mut body = json!({
+            "sku": new_id("sku"), "name": "Limited sneaker", "price_cents": 12_900, "currency": "EUR", "stock": stock
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let response = self.post("/api/v1/products", &store.admin, &body).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn checkout(&self, token: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/checkout"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+}
+
+/// Asserts a problem document with `status` and `code`; returns it.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status, "expected {status} {code}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// Stock accounting of a product, from the database: (stock_total, stock_available,
+/// Σ quantity of live orders, number of live orders).
+pub async fn stock_from_db(db: &tokio_postgres::Client, product_id: &str) -> (i64, i64, i64, i64) {
+    let row = db
+        .query_one(
+            "SELECT p.stock_total, p.stock_available, \
+                    coalesce((SELECT sum(quantity) FROM orders o WHERE o.product_id = p.id AND o.status IN ('reserved','confirmed')), 0)::bigint, \
+                    (SELECT count(*) FROM orders o WHERE o.product_id = p.id AND o.status IN ('reserved','confirmed')) \
+             FROM products p WHERE p.id = $1",
+            &[&product_id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, a module per feature, each test against real
+//! PostgreSQL and real HTTP over a socket.
+
+mod helpers;
+
+mod auth;
+mod checkout;
+mod crash;
+mod outage;
+mod products;
+mod stampede;
