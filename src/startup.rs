@@ -34,7 +34,8 @@ impl Application {
         if settings.seed_demo {
             seed_demo(&pool).await?;
         }
-        let actors = Actors::start(pool.clone(), settings);
+        let writer_pool = db::create_pool(database_url, settings.batches_in_flight.max(1))?;
+        let actors = Actors::start(pool.clone(), writer_pool, settings);
         let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;

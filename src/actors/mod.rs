@@ -61,6 +61,8 @@ pub struct Shared {
     pub pool: Pool,
     pub writer: Addr<OrderWriter>,
     pub mailbox_capacity: usize,
+    /// product id → the gate its actor publishes (see [`product::Gate`]).
+    pub gates: moka::sync::Cache<String, Arc<product::Gate>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
@@ -82,17 +84,22 @@ pub struct Actors {
 
 impl Actors {
     /// Starts the writer and the arbiters. Must run inside an actix `System`.
-    pub fn start(pool: Pool, settings: &crate::config::Settings) -> Self {
+    ///
+    /// The writer gets a pool of its own: a tokio-postgres connection is driven by the
+    /// thread that opened it, so the writer's connections are opened (lazily) on the
+    /// writer's thread and its batches never wait for a busy HTTP worker to do their I/O.
+    pub fn start(pool: Pool, writer_pool: Pool, settings: &crate::config::Settings) -> Self {
         let arbiters: Vec<Arbiter> = (0..settings.arbiter_count())
             .map(|_| Arbiter::new())
             .collect();
         let writer_arbiter = Arbiter::new();
-        let writer_actor = OrderWriter::new(pool.clone(), settings);
+        let writer_actor = OrderWriter::new(writer_pool, settings);
         let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
         let shared = Arc::new(Shared {
             pool,
             writer,
             mailbox_capacity: settings.mailbox_capacity,
+            gates: moka::sync::Cache::builder().build(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });
@@ -107,6 +114,11 @@ impl Actors {
 
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
+    }
+
+    /// The sold-out gate of a product whose actor is running, if any.
+    pub fn gate(&self, product_id: &str) -> Option<Arc<product::Gate>> {
+        self.shared.gates.get(product_id)
     }
 
     fn store(&self, store_id: &str) -> Addr<StoreActor> {

@@ -9,8 +9,8 @@
 //! so after a restart the actor knows exactly what was committed: stock, per-customer
 //! counts and the idempotency keys already used on this product.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -82,6 +82,32 @@ pub struct GiveBack {
     pub idempotency_key: String,
 }
 
+/// What the product actor publishes for the sold-out fast path: while the product is
+/// sold out, the keys of its orders; a checkout with any other key can be refused by the
+/// HTTP worker without entering this actor's mailbox (or touching the database). Only
+/// the actor writes it.
+#[derive(Debug)]
+pub struct Gate {
+    pub store_id: String,
+    sold_out_keys: RwLock<Option<Arc<HashSet<String>>>>,
+}
+
+impl Gate {
+    /// Whether a checkout with `key` is refused as sold out right now. A key the product
+    /// already has an order for is not: it goes on to be replayed.
+    pub fn refuses(&self, key: &str) -> bool {
+        let keys = self.sold_out_keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.as_ref().is_some_and(|keys| !keys.contains(key))
+    }
+
+    fn set(&self, keys: Option<Arc<HashSet<String>>>) {
+        *self
+            .sold_out_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+}
+
 /// The rendered representation of the product, made once per change.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -102,6 +128,10 @@ struct Loaded {
     /// Idempotency keys used on this product → (order id, request hash).
     keys: HashMap<String, (String, Vec<u8>)>,
     snapshot: Option<Arc<Snapshot>>,
+    /// Published for the HTTP workers; see [`Gate`].
+    gate: Arc<Gate>,
+    /// Whether `gate` says sold out.
+    gate_closed: bool,
 }
 
 enum State {
@@ -141,12 +171,20 @@ async fn load_product(
     let held = db::products::held_by_customer(&**client, &product_id).await?;
     let keys = db::products::idempotency_keys(&**client, &product_id).await?;
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
-    Ok(Some(Loaded {
+    let gate = Arc::new(Gate {
+        store_id,
+        sold_out_keys: RwLock::new(None),
+    });
+    let mut loaded = Loaded {
         product,
         ledger,
         keys,
         snapshot: None,
-    }))
+        gate,
+        gate_closed: false,
+    };
+    loaded.publish_gate();
+    Ok(Some(loaded))
 }
 
 impl Actor for ProductActor {
@@ -161,7 +199,12 @@ impl Actor for ProductActor {
         );
         // `wait`: no message is handled until the state is known.
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
-            Ok(Some(loaded)) => act.state = State::Ready(Box::new(loaded)),
+            Ok(Some(loaded)) => {
+                act.shared
+                    .gates
+                    .insert(act.product_id.clone(), loaded.gate.clone());
+                act.state = State::Ready(Box::new(loaded));
+            }
             Ok(None) => {
                 act.state = State::Missing;
                 ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
@@ -172,6 +215,10 @@ impl Actor for ProductActor {
                 ctx.stop();
             }
         }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.shared.gates.invalidate(&self.product_id);
     }
 }
 
@@ -286,8 +333,7 @@ impl ProductActor {
             match updated {
                 Ok(Some(row)) => {
                     loaded.ledger.restock(quantity);
-                    loaded.product.updated_at = row.updated_at;
-                    loaded.snapshot = None;
+                    loaded.touch(row.updated_at);
                     let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
                 }
                 Ok(None) => drop(reply.send(Err(Failure::NotFound))),
@@ -320,10 +366,21 @@ impl Handler<GiveBack> for ProductActor {
 }
 
 impl Loaded {
-    /// Stock changed: the snapshot must be rendered again.
+    /// Stock changed: the snapshot must be rendered again, the gate perhaps moved.
     fn touch(&mut self, now: DateTime<Utc>) {
         self.product.updated_at = now;
         self.snapshot = None;
+        self.publish_gate();
+    }
+
+    /// Closes the gate when the last unit goes, opens it when stock comes back.
+    fn publish_gate(&mut self) {
+        let sold_out = self.ledger.available() == 0;
+        if sold_out != self.gate_closed {
+            self.gate_closed = sold_out;
+            self.gate
+                .set(sold_out.then(|| Arc::new(self.keys.keys().cloned().collect())));
+        }
     }
 
     /// The current snapshot, rendered if stale.

@@ -1,6 +1,6 @@
 //! Orders: the write-behind batch and order reads.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use tokio_postgres::GenericClient;
 
@@ -26,15 +26,10 @@ fn order_from_row(r: &tokio_postgres::Row) -> Order {
     }
 }
 
-/// Locks the batch's product rows in id order, so that two batches touching the same
-/// products cannot deadlock on each other's stock updates.
-const LOCK_PRODUCTS: &str =
-    "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
-
-/// One statement per batch: insert the orders (a key already used in the store is
-/// skipped), take their stock with ONE update per product, and append each new order's
-/// consent record to the audit trail. Returns the ids actually inserted.
-const INSERT_BATCH: &str = "
+/// Insert the orders (a key already used in the store is skipped) and append each new
+/// order's consent record to the audit trail, in one statement. Returns what was
+/// inserted, so that only that stock is taken.
+const INSERT_ORDERS: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
                          $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[],
@@ -52,12 +47,6 @@ WITH input AS (
     FROM input
     ON CONFLICT ON CONSTRAINT orders_store_idempotency_key DO NOTHING
     RETURNING id, product_id, quantity
-), stock AS (
-    UPDATE products p
-    SET stock_available = p.stock_available - taken.quantity, updated_at = now()
-    FROM (SELECT product_id, sum(quantity) AS quantity FROM inserted GROUP BY product_id) taken
-    WHERE p.id = taken.product_id
-    RETURNING p.id
 ), audit AS (
     INSERT INTO order_audit (order_id, store_id, event, status, api_key_id, client_addr, detail, at)
     SELECT i.id, i.store_id, 'created', i.status, i.api_key_id, i.client_addr::inet,
@@ -65,7 +54,19 @@ WITH input AS (
            i.created_at
     FROM input i JOIN inserted USING (id)
 )
-SELECT id FROM inserted";
+SELECT id, product_id, quantity FROM inserted";
+
+/// Locks the batch's product rows in id order, so that two batches touching the same
+/// products cannot deadlock on each other's stock updates (needed only with two or more).
+const LOCK_PRODUCTS: &str =
+    "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// ONE stock update per product for the whole batch.
+const TAKE_STOCK: &str = "
+UPDATE products p
+SET stock_available = p.stock_available - taken.quantity, updated_at = now()
+FROM unnest($1::text[], $2::bigint[]) AS taken(id, quantity)
+WHERE p.id = taken.id";
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -119,20 +120,12 @@ pub async fn insert_batch(
         terms.push(o.consent.terms_version.as_str());
         marketing.push(o.consent.marketing);
     }
-    let mut products: Vec<&str> = product_ids.clone();
-    products.sort_unstable();
-    products.dedup();
-
+    // The hot product's row lock is the one thing batches queue on, so it is taken last:
+    // the inserts run in parallel across batches, and only the stock update and the
+    // COMMIT hold the lock.
     let tx = client.transaction().await.map_err(BatchError::RolledBack)?;
-    let lock = tx
-        .prepare_cached(LOCK_PRODUCTS)
-        .await
-        .map_err(BatchError::RolledBack)?;
-    tx.execute(&lock, &[&products])
-        .await
-        .map_err(BatchError::RolledBack)?;
     let insert = tx
-        .prepare_cached(INSERT_BATCH)
+        .prepare_cached(INSERT_ORDERS)
         .await
         .map_err(BatchError::RolledBack)?;
     let rows = tx
@@ -159,6 +152,31 @@ pub async fn insert_batch(
         )
         .await
         .map_err(BatchError::RolledBack)?;
+    let mut taken: BTreeMap<String, i64> = BTreeMap::new();
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        *taken.entry(row.get(1)).or_default() += i64::from(row.get::<_, i32>(2));
+        inserted.insert(row.get(0));
+    }
+    let (products, quantities): (Vec<String>, Vec<i64>) = taken.into_iter().unzip();
+    if products.len() > 1 {
+        let lock = tx
+            .prepare_cached(LOCK_PRODUCTS)
+            .await
+            .map_err(BatchError::RolledBack)?;
+        tx.execute(&lock, &[&products])
+            .await
+            .map_err(BatchError::RolledBack)?;
+    }
+    if !products.is_empty() {
+        let take = tx
+            .prepare_cached(TAKE_STOCK)
+            .await
+            .map_err(BatchError::RolledBack)?;
+        tx.execute(&take, &[&products, &quantities])
+            .await
+            .map_err(BatchError::RolledBack)?;
+    }
     tx.commit().await.map_err(|e| {
         // A COMMIT the server answered with an error did not commit; a connection lost
         // on the way may have.
@@ -168,7 +186,7 @@ pub async fn insert_batch(
             BatchError::Unknown(e)
         }
     })?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(inserted)
 }
 
 /// Of `ids`, those that are in the database (after a commit whose outcome is unknown).

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::{web, FromRequest, HttpRequest};
 
@@ -16,7 +17,7 @@ pub enum Caller {
     /// The platform operator (`FLASHSALE_ADMIN_TOKEN`).
     Operator,
     /// A store's admin or storefront key.
-    Key(KeyGrant),
+    Key(Arc<KeyGrant>),
 }
 
 /// Both store roles.
@@ -65,7 +66,7 @@ impl FromRequest for Caller {
                 Some(cached) => cached,
                 None => {
                     let client = state.pool.get().await?;
-                    let grant = find_key(&**client, &hash).await?;
+                    let grant = find_key(&**client, &hash).await?.map(Arc::new);
                     state.keys.insert(hash, grant.clone());
                     grant
                 }

@@ -13,6 +13,7 @@ use super::{ask, AppState, Idempotency};
 use crate::actors::product::{CheckoutCommand, ProductMsg};
 use crate::actors::Checkout;
 use crate::db::orders::{find_by_idempotency_key, find_order};
+use crate::domain::ledger::Refusal;
 use crate::domain::order::{CheckoutBody, Consent, Order};
 use crate::domain::validate::{FieldError, Fields, Required};
 use crate::metrics::{CHECKOUTS, IDEMPOTENT_REPLAYS};
@@ -153,30 +154,30 @@ async fn place_order(
     let key = idempotency_key(req)?;
     let body = parse_checkout(&body.0)?;
     let request_hash = body.fingerprint();
-
+    let cache_key = format!("{}\u{1f}{key}", grant.store_id);
+    if let Some(known) = state.idempotency.get(&cache_key) {
+        return answer_known(&known, request_hash);
+    }
+    // The sold-out fast path: refused without a mailbox or the database. A key the
+    // product has an order for is let through, to be replayed. The refusal is kept like
+    // any other, so that a retry is answered as a replay.
+    if let Some(gate) = state.actors.gate(&body.product_id) {
+        if gate.store_id == grant.store_id && gate.refuses(&key) {
+            let refusal = ApiError::refused(Refusal::SoldOut);
+            state
+                .idempotency
+                .insert(cache_key, Arc::new(refusal_record(&refusal, request_hash)));
+            return Err(refusal);
+        }
+    }
     // First sight of this key in this process wins the marker; any other request with it
     // is answered from the marker.
-    let cache_key = format!("{}\u{1f}{key}", grant.store_id);
     let entry = state
         .idempotency
         .entry(cache_key.clone())
         .or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
     if !entry.is_fresh() {
-        return match &*entry.into_value() {
-            Idempotency::Done {
-                request_hash: h,
-                status,
-                content_type,
-                body,
-            } if *h == request_hash => {
-                IDEMPOTENT_REPLAYS.with_label_values(&["memory"]).inc();
-                Ok(replay(*status, content_type, body.clone()))
-            }
-            Idempotency::InFlight(h) if *h == request_hash => {
-                Err(ApiError::idempotency_in_progress())
-            }
-            _ => Err(ApiError::IdempotencyKeyReused),
-        };
+        return answer_known(&entry.into_value(), request_hash);
     }
     let mut guard = InFlightGuard {
         cache: &state.idempotency,
@@ -233,15 +234,37 @@ async fn place_order(
         }
         Err(e @ ApiError::Conflict { .. }) => {
             // A refusal is an answer too: the same request gets it again.
-            guard.complete(Idempotency::Done {
-                request_hash,
-                status: e.status_code().as_u16(),
-                content_type: PROBLEM_JSON,
-                body: e.body(),
-            });
+            guard.complete(refusal_record(&e, request_hash));
             Err(e)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What is kept of a refusal, to be replayed.
+fn refusal_record(refusal: &ApiError, request_hash: [u8; 32]) -> Idempotency {
+    Idempotency::Done {
+        request_hash,
+        status: refusal.status_code().as_u16(),
+        content_type: PROBLEM_JSON,
+        body: refusal.body(),
+    }
+}
+
+/// The answer for a key this process has seen: replay, in progress, or reused.
+fn answer_known(known: &Idempotency, request_hash: [u8; 32]) -> Result<HttpResponse, ApiError> {
+    match known {
+        Idempotency::Done {
+            request_hash: h,
+            status,
+            content_type,
+            body,
+        } if *h == request_hash => {
+            IDEMPOTENT_REPLAYS.with_label_values(&["memory"]).inc();
+            Ok(replay(*status, content_type, body.clone()))
+        }
+        Idempotency::InFlight(h) if *h == request_hash => Err(ApiError::idempotency_in_progress()),
+        _ => Err(ApiError::IdempotencyKeyReused),
     }
 }
 

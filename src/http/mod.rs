@@ -52,7 +52,7 @@ pub struct AppState {
     /// SHA-256 of the operator token.
     pub admin_token_hash: [u8; 32],
     /// Key hash → grant (or `None`: no such key), for `KEY_CACHE_TTL`.
-    pub keys: moka::sync::Cache<[u8; 32], Option<KeyGrant>>,
+    pub keys: moka::sync::Cache<[u8; 32], Option<Arc<KeyGrant>>>,
     /// `store_id \x1f key` → result.
     pub idempotency: moka::sync::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
@@ -103,7 +103,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .service(
+            // Routes are tried in order and dynamic ones cost a regex match: the hot
+            // static ones go first.
             web::scope("/api/v1")
+                .service(resource("/checkout").route(web::post().to(checkout::checkout)))
                 .route("/openapi.json", web::get().to(openapi::openapi_json))
                 .service(resource("/stores").route(web::post().to(stores::create_store)))
                 .service(resource("/stores/{id}").route(web::get().to(stores::get_store)))
@@ -114,7 +117,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/products/{id}/restock")
                         .route(web::post().to(products::restock_product)),
                 )
-                .service(resource("/checkout").route(web::post().to(checkout::checkout)))
                 .service(resource("/orders/{id}").route(web::get().to(orders::get_order))),
         )
         .default_service(web::to(not_found));

@@ -216,6 +216,24 @@ async fn replays_return_the_original_answer_also_after_a_restart() {
     let db_url = app.db_url.clone();
     app.stop().await;
     let app = spawn_app_on(&db_url, |_| {}).await;
+    // A new buyer first: the product actor loads, finds it sold out and closes its gate
+    // (the fast path); the old key must still get through to its order.
+    let late = app
+        .checkout(
+            &store.storefront,
+            "order-3",
+            &checkout_body(&product, 1, "carol"),
+        )
+        .await;
+    assert_problem(late, 409, "sold_out").await;
+    let late = app
+        .checkout(
+            &store.storefront,
+            "order-4",
+            &checkout_body(&product, 1, "dave"),
+        )
+        .await;
+    assert_problem(late, 409, "sold_out").await;
     let replay = app.checkout(&store.storefront, "order-1", &body).await;
     assert_eq!(replay.status(), 201);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
