@@ -94,9 +94,22 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_IDEMPOTENCY_CACHE", default_value_t = DEFAULT_IDEMPOTENCY_CACHE)]
     pub idempotency_cache: u64,
 
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Seed a demo store (and print its keys) when the database has no store yet.
     #[arg(long, env = "FLASHSALE_SEED_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub seed_demo: bool,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print one order's history (its audit trail) and exit.
+    Audit {
+        /// The order's id (ord_…).
+        order_id: String,
+    },
 }
 
 impl Settings {

@@ -10,8 +10,10 @@
 //! - [`db`]: the pool, migrations, SQL queries, and the private PostgreSQL.
 //! - [`domain`]: validated types and the sale's rules, free of I/O.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+//! - [`audit`]: the `flashsale audit ORDER_ID` command.
 
 pub mod actors;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -1,16 +1,19 @@
 //! The `flashsale` binary: settings, database (given or private), serve.
 
 use clap::Parser;
-use flashsale::config::Settings;
+use flashsale::config::{Command, Settings};
 use flashsale::db::embedded::{Durability, EmbeddedPostgres};
 use flashsale::domain::ids::new_id;
 use flashsale::startup::Application;
-use flashsale::{db, telemetry};
+use flashsale::{audit, db, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let settings = Settings::parse();
+    if let Some(Command::Audit { order_id }) = &settings.command {
+        return run_audit(&settings, order_id).await;
+    }
     let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
         let token = new_id("op");
         println!("operator token (FLASHSALE_ADMIN_TOKEN was not set): {token}");
@@ -21,16 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let database_url = match &settings.database_url {
         Some(url) => url.clone(),
         None => {
-            let dir = settings.data_dir.clone();
-            let pg = tokio::task::spawn_blocking(move || {
-                EmbeddedPostgres::start(&dir, Durability::Durable)
-            })
-            .await??;
-            println!(
-                "started a private PostgreSQL; data in {}",
-                pg.root().display()
-            );
-            db::ensure_database(&pg.url("postgres"), "flashsale").await?;
+            let pg = start_private(&settings).await?;
             let url = pg.url("flashsale");
             private_db = Some(pg);
             url
@@ -46,4 +40,40 @@ async fn main() -> anyhow::Result<()> {
     served?;
     println!("flashsale stopped");
     Ok(())
+}
+
+/// The private PostgreSQL, started, with the `flashsale` database in it.
+async fn start_private(settings: &Settings) -> anyhow::Result<EmbeddedPostgres> {
+    let dir = settings.data_dir.clone();
+    let pg =
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, Durability::Durable))
+            .await??;
+    println!(
+        "started a private PostgreSQL; data in {}",
+        pg.root().display()
+    );
+    db::ensure_database(&pg.url("postgres"), "flashsale").await?;
+    Ok(pg)
+}
+
+/// `flashsale audit ORDER_ID`: on DATABASE_URL, the running private server, or one
+/// started for the purpose.
+async fn run_audit(settings: &Settings, order_id: &str) -> anyhow::Result<()> {
+    let mut private_db = None;
+    let running = || EmbeddedPostgres::running_url(&settings.data_dir, "flashsale");
+    let url = match settings.database_url.clone().or_else(running) {
+        Some(url) => url,
+        None => {
+            let pg = start_private(settings).await?;
+            let url = pg.url("flashsale");
+            private_db = Some(pg);
+            url
+        }
+    };
+    let pool = db::create_pool(&url, 1)?;
+    let printed = audit::print_audit(&pool, order_id, &mut std::io::stdout()).await;
+    if let Some(pg) = private_db {
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    printed
 }

@@ -36,6 +36,7 @@ impl Application {
         }
         let writer_pool = db::create_pool(database_url, settings.batches_in_flight.max(1))?;
         let actors = Actors::start(pool.clone(), writer_pool, settings);
+        wake_products_with_holds(&pool, &actors).await?;
         let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
@@ -79,6 +80,25 @@ pub fn run(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Starts the actors of products with payment holds pending, so that holds which lapsed
+/// while the service was down are released now, and the others on time.
+async fn wake_products_with_holds(pool: &db::Pool, actors: &Actors) -> anyhow::Result<()> {
+    let client = pool
+        .get()
+        .await
+        .context("Failed to connect to PostgreSQL")?;
+    for (store_id, product_id) in db::orders::products_with_holds(&**client).await? {
+        // A read is enough to start (and load) the actor; nobody waits for the answer.
+        let (reply, _) = tokio::sync::oneshot::channel();
+        actors.to_product(
+            &store_id,
+            &product_id,
+            crate::actors::product::ProductMsg::Read { reply },
+        );
+    }
+    Ok(())
 }
 
 /// On a database without stores, creates "Demo Store" and prints its keys (shown once).

@@ -11,6 +11,7 @@
 //! `try_send`, so a full mailbox is an immediate 503 `overloaded`, never a queue without
 //! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
 
+mod holds;
 pub mod product;
 pub mod store;
 pub mod writer;

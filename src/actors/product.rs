@@ -7,7 +7,8 @@
 //!
 //! State is loaded from PostgreSQL when the actor starts (its mailbox waits meanwhile),
 //! so after a restart the actor knows exactly what was committed: stock, per-customer
-//! counts and the idempotency keys already used on this product.
+//! counts, the idempotency keys already used on this product and its payment holds.
+//! Holds, confirm, cancel and expiry live in [`super::holds`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -17,9 +18,12 @@ use actix::prelude::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::oneshot;
 
+use super::holds::Holds;
 use super::writer::Write;
 use super::{Checkout, Failure, Shared};
 use crate::db;
+pub use crate::db::orders::ChangedBy;
+use crate::db::orders::HeldOrder;
 use crate::domain::ids::new_id;
 use crate::domain::ledger::Ledger;
 use crate::domain::order::{CheckoutBody, NewOrder, Order};
@@ -42,6 +46,17 @@ pub struct CheckoutCommand {
 
 pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
 pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
+pub type LifecycleReply = oneshot::Sender<Result<Lifecycle, Failure>>;
+
+/// What a confirm or cancel came to, short of failing.
+#[derive(Debug)]
+pub enum Lifecycle {
+    /// The order moved; here it is.
+    Changed(Order),
+    /// The order is not a live hold of this product (already confirmed, cancelled,
+    /// expired, or unknown): the caller answers from the database.
+    NotHeld,
+}
 
 /// The messages a product answers.
 #[derive(Message)]
@@ -58,6 +73,19 @@ pub enum ProductMsg {
         quantity: i64,
         reply: SnapshotReply,
     },
+    /// reserved → confirmed, unless the hold expired first.
+    Confirm {
+        order_id: String,
+        payment_reference: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+    },
+    /// reserved or confirmed → cancelled, stock back.
+    Cancel {
+        order_id: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+    },
 }
 
 impl ProductMsg {
@@ -66,6 +94,9 @@ impl ProductMsg {
         match self {
             ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
             ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => {
+                drop(reply.send(Err(failure)))
+            }
+            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
                 drop(reply.send(Err(failure)))
             }
         }
@@ -122,9 +153,9 @@ pub struct Snapshot {
     valid_until: Option<DateTime<Utc>>,
 }
 
-struct Loaded {
-    product: Product,
-    ledger: Ledger,
+pub(super) struct Loaded {
+    pub(super) product: Product,
+    pub(super) ledger: Ledger,
     /// Idempotency keys used on this product → (order id, request hash).
     keys: HashMap<String, (String, Vec<u8>)>,
     snapshot: Option<Arc<Snapshot>>,
@@ -132,9 +163,11 @@ struct Loaded {
     gate: Arc<Gate>,
     /// Whether `gate` says sold out.
     gate_closed: bool,
+    /// Payment holds: reserved orders, each with its expiry timer.
+    pub(super) holds: Holds,
 }
 
-enum State {
+pub(super) enum State {
     Loading,
     /// No such product in this store.
     Missing,
@@ -142,10 +175,10 @@ enum State {
 }
 
 pub struct ProductActor {
-    product_id: String,
+    pub(super) product_id: String,
     store_id: String,
-    shared: Arc<Shared>,
-    state: State,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: State,
 }
 
 impl ProductActor {
@@ -163,13 +196,14 @@ async fn load_product(
     pool: db::Pool,
     store_id: String,
     product_id: String,
-) -> anyhow::Result<Option<Loaded>> {
+) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
     let client = pool.get().await?;
     let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
         return Ok(None);
     };
     let held = db::products::held_by_customer(&**client, &product_id).await?;
     let keys = db::products::idempotency_keys(&**client, &product_id).await?;
+    let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
     let gate = Arc::new(Gate {
         store_id,
@@ -182,9 +216,10 @@ async fn load_product(
         snapshot: None,
         gate,
         gate_closed: false,
+        holds: Holds::default(),
     };
     loaded.publish_gate();
-    Ok(Some(loaded))
+    Ok(Some((loaded, reserved)))
 }
 
 impl Actor for ProductActor {
@@ -199,11 +234,15 @@ impl Actor for ProductActor {
         );
         // `wait`: no message is handled until the state is known.
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
-            Ok(Some(loaded)) => {
+            Ok(Some((loaded, reserved))) => {
                 act.shared
                     .gates
                     .insert(act.product_id.clone(), loaded.gate.clone());
                 act.state = State::Ready(Box::new(loaded));
+                // Holds that lapsed while nobody watched are released at once.
+                for hold in reserved {
+                    act.arm_hold(hold, ctx);
+                }
             }
             Ok(None) => {
                 act.state = State::Missing;
@@ -237,6 +276,17 @@ impl Handler<ProductMsg> for ProductActor {
                 let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
             }
             ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, ctx),
+            ProductMsg::Confirm {
+                order_id,
+                payment_reference,
+                by,
+                reply,
+            } => self.confirm(order_id, payment_reference, by, reply, ctx),
+            ProductMsg::Cancel {
+                order_id,
+                by,
+                reply,
+            } => self.cancel(order_id, by, reply, ctx),
         }
     }
 }
@@ -288,6 +338,12 @@ fn checkout(
         created_at: now,
     };
     let order_id = order.id.clone();
+    let hold = order.expires_at.map(|expires_at| HeldOrder {
+        id: order.id.clone(),
+        customer_id: order.customer_id.clone(),
+        quantity: i64::from(quantity),
+        expires_at,
+    });
     let new_order = NewOrder {
         order,
         idempotency_key: cmd.idempotency_key.clone(),
@@ -306,6 +362,9 @@ fn checkout(
                 .keys
                 .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
             loaded.touch(now);
+            if let Some(hold) = hold {
+                loaded.holds.arm(hold, ctx);
+            }
         }
         Err(SendError::Full(w) | SendError::Closed(w)) => {
             MAILBOX_REJECTIONS.with_label_values(&["writer"]).inc();
@@ -349,10 +408,11 @@ impl ProductActor {
 impl Handler<GiveBack> for ProductActor {
     type Result = ();
 
-    fn handle(&mut self, msg: GiveBack, _: &mut Self::Context) {
+    fn handle(&mut self, msg: GiveBack, ctx: &mut Self::Context) {
         let State::Ready(loaded) = &mut self.state else {
             return;
         };
+        loaded.holds.forget(&msg.order_id, ctx);
         loaded.ledger.give_back(&msg.customer_id, msg.quantity);
         if loaded
             .keys
@@ -367,7 +427,7 @@ impl Handler<GiveBack> for ProductActor {
 
 impl Loaded {
     /// Stock changed: the snapshot must be rendered again, the gate perhaps moved.
-    fn touch(&mut self, now: DateTime<Utc>) {
+    pub(super) fn touch(&mut self, now: DateTime<Utc>) {
         self.product.updated_at = now;
         self.snapshot = None;
         self.publish_gate();

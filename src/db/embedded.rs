@@ -107,6 +107,27 @@ impl EmbeddedPostgres {
         }
     }
 
+    /// The URL of database `db` on a private server already running on `data_dir` (say,
+    /// the one a serving flashsale started), if there is one.
+    pub fn running_url(data_dir: &Path, db: &str) -> Option<String> {
+        let user = if nix::unistd::geteuid().is_root() {
+            User::from_name("postgres").ok()?
+        } else {
+            None
+        };
+        let root = choose_root(data_dir, user.as_ref()).ok()?;
+        let pid_file = fs::read_to_string(root.join("pgdata").join("postmaster.pid")).ok()?;
+        let lines: Vec<&str> = pid_file.lines().collect();
+        let pid = Pid::from_raw(lines.first()?.trim().parse().ok()?);
+        kill(pid, None).ok()?;
+        let port: u16 = lines.get(3)?.trim().parse().ok()?;
+        let password = fs::read_to_string(root.join("password")).ok()?;
+        Some(format!(
+            "postgres://postgres:{}@127.0.0.1:{port}/{db}",
+            password.trim()
+        ))
+    }
+
     /// Connection URL for database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!(

@@ -53,6 +53,15 @@ WITH input AS (
            jsonb_build_object('terms_version', i.terms_version, 'marketing', i.marketing),
            i.created_at
     FROM input i JOIN inserted USING (id)
+), events AS (
+    INSERT INTO outbox_events (store_id, type, subject_id, data, created_at)
+    SELECT i.store_id, 'order.created', i.id,
+           jsonb_build_object('order_id', i.id, 'product_id', i.product_id, 'customer_id', i.customer_id,
+                              'quantity', i.quantity, 'status', i.status,
+                              'total_cents', i.unit_price_cents * i.quantity, 'currency', i.currency,
+                              'expires_at', i.expires_at),
+           i.created_at
+    FROM input i JOIN inserted USING (id)
 )
 SELECT id, product_id, quantity FROM inserted";
 
@@ -61,12 +70,19 @@ SELECT id, product_id, quantity FROM inserted";
 const LOCK_PRODUCTS: &str =
     "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
-/// ONE stock update per product for the whole batch.
+/// ONE stock update per product for the whole batch; a product whose last unit this
+/// batch took gets its `product.sold_out` event.
 const TAKE_STOCK: &str = "
-UPDATE products p
-SET stock_available = p.stock_available - taken.quantity, updated_at = now()
-FROM unnest($1::text[], $2::bigint[]) AS taken(id, quantity)
-WHERE p.id = taken.id";
+WITH taken AS (
+    UPDATE products p
+    SET stock_available = p.stock_available - taken.quantity, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[]) AS taken(id, quantity)
+    WHERE p.id = taken.id
+    RETURNING p.id, p.store_id, p.stock_total, p.stock_available
+)
+INSERT INTO outbox_events (store_id, type, subject_id, data)
+SELECT store_id, 'product.sold_out', id, jsonb_build_object('product_id', id, 'stock_total', stock_total)
+FROM taken WHERE stock_available = 0";
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -222,4 +238,193 @@ pub async fn find_by_idempotency_key(
     let sql = format!("SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE store_id = $1 AND idempotency_key = $2");
     let row = client.query_opt(&sql, &[&store_id, &key]).await?;
     Ok(row.map(|r| (order_from_row(&r), r.get("request_hash"))))
+}
+
+/// Who changed an order's status, for the audit trail (`None`: the service itself, as
+/// when a hold expires).
+#[derive(Debug, Clone, Default)]
+pub struct ChangedBy {
+    pub api_key_id: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+/// Moves the orders `ids` that are in one of the statuses `from` to `to`, in one
+/// statement: the orders, the stock that comes back (cancelled, expired: ONE update per
+/// product), the audit trail and the outbox. Returns the orders that moved; an order no
+/// longer in `from` is left alone, which is what makes confirm and expiry exclusive.
+pub async fn transition_orders(
+    client: &impl GenericClient,
+    ids: &[&str],
+    from: &[&str],
+    to: &str,
+    payment_reference: Option<&str>,
+    by: &ChangedBy,
+) -> Result<Vec<Order>, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH changed AS (
+            UPDATE orders SET status = $2, updated_at = now(),
+                              payment_reference = coalesce($4, payment_reference)
+            WHERE id = ANY($1) AND status = ANY($3)
+            RETURNING {ORDER_COLUMNS}
+        ), stock AS (
+            UPDATE products p
+            SET stock_available = p.stock_available + back.quantity, updated_at = now()
+            FROM (SELECT product_id, sum(quantity) AS quantity FROM changed
+                  WHERE status IN ('cancelled', 'expired') GROUP BY product_id) back
+            WHERE p.id = back.product_id
+        ), audit AS (
+            INSERT INTO order_audit (order_id, store_id, event, status, api_key_id, client_addr, detail)
+            SELECT id, store_id, status, status, $5::text, $6::text::inet,
+                   jsonb_strip_nulls(jsonb_build_object('payment_reference', $4::text))
+            FROM changed
+        ), events AS (
+            INSERT INTO outbox_events (store_id, type, subject_id, data)
+            SELECT store_id, 'order.' || status, id,
+                   jsonb_build_object('order_id', id, 'product_id', product_id,
+                                      'customer_id', customer_id, 'quantity', quantity,
+                                      'status', status)
+            FROM changed
+        )
+        SELECT {ORDER_COLUMNS} FROM changed"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &ids,
+                &to,
+                &from,
+                &payment_reference,
+                &by.api_key_id,
+                &by.client_addr,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(order_from_row).collect())
+}
+
+/// A live payment hold, as a product actor rebuilds it.
+#[derive(Debug, Clone)]
+pub struct HeldOrder {
+    pub id: String,
+    pub customer_id: String,
+    pub quantity: i64,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The reserved orders of a product.
+pub async fn reserved_orders(
+    client: &impl GenericClient,
+    product_id: &str,
+) -> Result<Vec<HeldOrder>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id, customer_id, quantity, expires_at FROM orders \
+             WHERE product_id = $1 AND status = 'reserved' AND expires_at IS NOT NULL",
+            &[&product_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| HeldOrder {
+            id: r.get(0),
+            customer_id: r.get(1),
+            quantity: i64::from(r.get::<_, i32>(2)),
+            expires_at: r.get(3),
+        })
+        .collect())
+}
+
+/// (store, product) of every product with a payment hold pending: their actors are
+/// started at boot so that holds expire on time after a restart.
+pub async fn products_with_holds(
+    client: &impl GenericClient,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT store_id, product_id FROM orders WHERE status = 'reserved'",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Filters of an order listing.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<String>,
+    pub product_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// Only orders older (smaller id) than this one: the cursor.
+    pub before_id: Option<String>,
+}
+
+/// One page of a store's orders, newest first; `limit + 1` are read to know whether a
+/// next page exists.
+pub async fn list_orders(
+    client: &impl GenericClient,
+    store_id: &str,
+    filter: &OrderFilter,
+    limit: i64,
+) -> Result<Vec<Order>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders
+         WHERE store_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR product_id = $3)
+           AND ($4::text IS NULL OR customer_id = $4)
+           AND ($5::text IS NULL OR id < $5)
+         ORDER BY id DESC
+         LIMIT $6"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &store_id,
+                &filter.status,
+                &filter.product_id,
+                &filter.customer_id,
+                &filter.before_id,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(order_from_row).collect())
+}
+
+/// One line of an order's history.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub event: String,
+    pub status: String,
+    pub api_key_id: Option<String>,
+    pub client_addr: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// An order's audit trail, oldest first.
+pub async fn audit_trail(
+    client: &impl GenericClient,
+    order_id: &str,
+) -> Result<Vec<AuditEntry>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT at, event, status, api_key_id, host(client_addr), detail FROM order_audit \
+             WHERE order_id = $1 ORDER BY id",
+            &[&order_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditEntry {
+            at: r.get(0),
+            event: r.get(1),
+            status: r.get(2),
+            api_key_id: r.get(3),
+            client_addr: r.get(4),
+            detail: r.get(5),
+        })
+        .collect())
 }

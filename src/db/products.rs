@@ -133,7 +133,8 @@ pub async fn idempotency_keys(
         .collect())
 }
 
-/// Adds `quantity` units to both the total and the available stock.
+/// Adds `quantity` units to both the total and the available stock, and records the
+/// `product.restocked` event in the same statement.
 pub async fn restock(
     client: &impl GenericClient,
     store_id: &str,
@@ -141,8 +142,17 @@ pub async fn restock(
     quantity: i64,
 ) -> Result<Option<Product>, tokio_postgres::Error> {
     let sql = format!(
-        "UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3, \
-         updated_at = now() WHERE id = $1 AND store_id = $2 RETURNING {PRODUCT_COLUMNS}"
+        "WITH restocked AS (
+            UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3,
+                                updated_at = now()
+            WHERE id = $1 AND store_id = $2 RETURNING {PRODUCT_COLUMNS}
+        ), events AS (
+            INSERT INTO outbox_events (store_id, type, subject_id, data)
+            SELECT store_id, 'product.restocked', id,
+                   jsonb_build_object('product_id', id, 'quantity', $3::bigint, 'stock_total', stock_total)
+            FROM restocked
+        )
+        SELECT {PRODUCT_COLUMNS} FROM restocked"
     );
     Ok(client
         .query_opt(&sql, &[&id, &store_id, &quantity])

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-/// Why a checkout is refused. Each maps to one stable error code.
+/// Why a checkout (or a confirm, cancel) is refused. Each maps to one stable error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     SaleNotStarted,
@@ -25,6 +25,10 @@ pub enum Refusal {
         limit: i64,
         held: i64,
     },
+    /// A payment hold lapsed before it was confirmed (or cancelled).
+    HoldExpired,
+    /// The order was cancelled; it cannot be confirmed.
+    OrderCancelled,
 }
 
 /// Stock accounting of one product.

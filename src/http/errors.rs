@@ -146,6 +146,16 @@ impl ApiError {
                 "Insufficient stock",
                 format!("only {available} left, fewer than asked for"),
             ),
+            Refusal::HoldExpired => (
+                "hold_expired",
+                "Hold expired",
+                "the payment hold lapsed and its stock went back on sale".to_owned(),
+            ),
+            Refusal::OrderCancelled => (
+                "order_cancelled",
+                "Order cancelled",
+                "the order was cancelled".to_owned(),
+            ),
             Refusal::CustomerLimitExceeded { limit, held } => (
                 "customer_limit_exceeded",
                 "Customer limit exceeded",

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod products;
+pub mod query;
 pub mod stores;
 
 use std::sync::atomic::AtomicBool;
@@ -117,7 +118,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/products/{id}/restock")
                         .route(web::post().to(products::restock_product)),
                 )
-                .service(resource("/orders/{id}").route(web::get().to(orders::get_order))),
+                .service(resource("/orders").route(web::get().to(orders::list)))
+                .service(resource("/orders/{id}").route(web::get().to(orders::get_order)))
+                .service(resource("/orders/{id}/confirm").route(web::post().to(orders::confirm)))
+                .service(resource("/orders/{id}/cancel").route(web::post().to(orders::cancel))),
         )
         .default_service(web::to(not_found));
 }

@@ -19,6 +19,9 @@ use utoipa::{Modify, OpenApi};
         super::products::restock_product,
         super::checkout::checkout,
         super::orders::get_order,
+        super::orders::list,
+        super::orders::confirm,
+        super::orders::cancel,
     ),
     components(schemas(crate::domain::validate::FieldError, Problem)),
     modifiers(&BearerAuth)

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod checkout;
 mod crash;
+mod lifecycle;
 mod outage;
 mod products;
 mod stampede;

@@ -1,0 +1,263 @@
+//! Payment holds of a product actor: reserved orders that must be confirmed before they
+//! expire, and what confirm, cancel and expiry do.
+//!
+//! Exactly one of confirm and expiry wins, decided in the product's mailbox: whichever
+//! first takes the hold out of [`Holds`] goes on to the database, and the other finds it
+//! gone. The database agrees because every transition is a conditional update
+//! (`WHERE status = 'reserved'`), written with its stock, audit row and outbox event in
+//! one statement ([`crate::db::orders::transition_orders`]). Stock comes back to the
+//! ledger only after the database has taken it back.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use super::product::{Lifecycle, LifecycleReply, ProductActor, State};
+use super::Failure;
+use crate::db::orders::{transition_orders, ChangedBy, HeldOrder};
+use crate::domain::ledger::Refusal;
+use crate::domain::order::Order;
+
+/// How long to wait before writing lapsed holds again after the database failed.
+const EXPIRY_RETRY: Duration = Duration::from_secs(1);
+
+struct Hold {
+    customer_id: String,
+    quantity: i64,
+    expires_at: DateTime<Utc>,
+    timer: SpawnHandle,
+}
+
+/// The live holds of one product.
+#[derive(Default)]
+pub(super) struct Holds {
+    /// order id → hold, with its expiry timer armed.
+    live: HashMap<String, Hold>,
+    /// Lapsed holds to be written as expired; their stock is still taken.
+    expiring: HashSet<String>,
+    /// Whether an expiry write is under way (one at a time, carrying all lapsed holds).
+    writing: bool,
+}
+
+impl Holds {
+    /// Tracks a reserved order and arms its expiry.
+    pub(super) fn arm(&mut self, hold: HeldOrder, ctx: &mut Context<ProductActor>) {
+        let delay = (hold.expires_at - Utc::now()).to_std().unwrap_or_default();
+        let id = hold.id.clone();
+        let timer = ctx.run_later(delay, move |act, ctx| act.lapse(id, ctx));
+        let hold_entry = Hold {
+            customer_id: hold.customer_id,
+            quantity: hold.quantity,
+            expires_at: hold.expires_at,
+            timer,
+        };
+        self.live.insert(hold.id, hold_entry);
+    }
+
+    /// Takes a hold out (its timer disarmed); `None` if it is not live.
+    fn take(&mut self, order_id: &str, ctx: &mut Context<ProductActor>) -> Option<HeldOrder> {
+        let hold = self.live.remove(order_id)?;
+        ctx.cancel_future(hold.timer);
+        Some(HeldOrder {
+            id: order_id.to_owned(),
+            customer_id: hold.customer_id,
+            quantity: hold.quantity,
+            expires_at: hold.expires_at,
+        })
+    }
+
+    /// The order never became durable: no hold to keep.
+    pub(super) fn forget(&mut self, order_id: &str, ctx: &mut Context<ProductActor>) {
+        self.take(order_id, ctx);
+        self.expiring.remove(order_id);
+    }
+}
+
+impl ProductActor {
+    fn loaded(&mut self) -> Option<&mut super::product::Loaded> {
+        match &mut self.state {
+            State::Ready(loaded) => Some(loaded),
+            _ => None,
+        }
+    }
+
+    pub(super) fn arm_hold(&mut self, hold: HeldOrder, ctx: &mut Context<Self>) {
+        if let Some(loaded) = self.loaded() {
+            loaded.holds.arm(hold, ctx);
+        }
+    }
+
+    /// A hold's time is up: it can no longer be confirmed; write it as expired.
+    fn lapse(&mut self, order_id: String, ctx: &mut Context<Self>) {
+        let Some(loaded) = self.loaded() else { return };
+        if loaded.holds.live.remove(&order_id).is_some() {
+            loaded.holds.expiring.insert(order_id);
+            self.write_expiries(ctx);
+        }
+    }
+
+    /// Writes every lapsed hold as expired in one statement, then gives their stock back.
+    fn write_expiries(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.shared.pool.clone();
+        let Some(loaded) = self.loaded() else { return };
+        if loaded.holds.writing || loaded.holds.expiring.is_empty() {
+            return;
+        }
+        loaded.holds.writing = true;
+        let ids: Vec<String> = loaded.holds.expiring.iter().cloned().collect();
+        let write = async move {
+            let client = pool.get().await?;
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let expired = transition_orders(
+                &**client,
+                &refs,
+                &["reserved"],
+                "expired",
+                None,
+                &ChangedBy::default(),
+            )
+            .await?;
+            Ok::<_, anyhow::Error>((ids, expired))
+        };
+        ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+            let product_id = act.product_id.clone();
+            let Some(loaded) = act.loaded() else { return };
+            loaded.holds.writing = false;
+            match written {
+                Ok((ids, expired)) => {
+                    for id in &ids {
+                        loaded.holds.expiring.remove(id);
+                    }
+                    for order in &expired {
+                        loaded.ledger.give_back(&order.customer_id, i64::from(order.quantity));
+                    }
+                    if !expired.is_empty() {
+                        loaded.touch(Utc::now());
+                        tracing::debug!(product.id = %product_id, orders.expired = expired.len(), "holds expired");
+                    }
+                    act.write_expiries(ctx);
+                }
+                Err(e) => {
+                    tracing::warn!(product.id = %product_id, error = %e, "failed to expire holds; retrying");
+                    ctx.run_later(EXPIRY_RETRY, |act, ctx| act.write_expiries(ctx));
+                }
+            }
+        }));
+    }
+
+    /// reserved → confirmed, if the hold is still live; the mailbox waits for the write.
+    pub(super) fn confirm(
+        &mut self,
+        order_id: String,
+        payment_reference: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let Some(loaded) = self.loaded() else {
+            return drop(reply.send(Err(Failure::Unavailable)));
+        };
+        if loaded.holds.expiring.contains(&order_id) {
+            return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
+        }
+        let Some(hold) = loaded.holds.take(&order_id, ctx) else {
+            return drop(reply.send(Ok(Lifecycle::NotHeld)));
+        };
+        if Utc::now() >= hold.expires_at {
+            // Its timer has not run yet, but its time is up: expiry wins.
+            loaded.holds.expiring.insert(order_id);
+            self.write_expiries(ctx);
+            return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
+        }
+        let write = async move {
+            let client = pool.get().await?;
+            let moved = transition_orders(
+                &**client,
+                &[&order_id],
+                &["reserved"],
+                "confirmed",
+                Some(&payment_reference),
+                &by,
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(moved)
+        };
+        ctx.wait(write.into_actor(self).map(move |written, act, ctx| {
+            let answer = match written {
+                Ok(moved) => Ok(changed_or_not_held(moved)),
+                Err(e) => {
+                    tracing::warn!(order.id = %hold.id, error = %e, "confirm failed");
+                    // Nothing changed: the hold is live again (and lapses on time).
+                    act.arm_hold(hold, ctx);
+                    Err(Failure::Unavailable)
+                }
+            };
+            let _ = reply.send(answer);
+        }));
+    }
+
+    /// reserved or confirmed → cancelled, stock back once written.
+    pub(super) fn cancel(
+        &mut self,
+        order_id: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let Some(loaded) = self.loaded() else {
+            return drop(reply.send(Err(Failure::Unavailable)));
+        };
+        if loaded.holds.expiring.contains(&order_id) {
+            return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
+        }
+        let hold = loaded.holds.take(&order_id, ctx);
+        // A live hold is reserved; anything else can only be cancelled if confirmed.
+        let from = if hold.is_some() {
+            "reserved"
+        } else {
+            "confirmed"
+        };
+        let write = async move {
+            let client = pool.get().await?;
+            Ok::<_, anyhow::Error>(
+                transition_orders(&**client, &[&order_id], &[from], "cancelled", None, &by).await?,
+            )
+        };
+        ctx.wait(write.into_actor(self).map(move |written, act, ctx| {
+            let answer = match written {
+                Ok(moved) => {
+                    if let Some(loaded) = act.loaded() {
+                        for order in &moved {
+                            loaded
+                                .ledger
+                                .give_back(&order.customer_id, i64::from(order.quantity));
+                        }
+                        if !moved.is_empty() {
+                            loaded.touch(Utc::now());
+                        }
+                    }
+                    Ok(changed_or_not_held(moved))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cancel failed");
+                    if let Some(hold) = hold {
+                        act.arm_hold(hold, ctx);
+                    }
+                    Err(Failure::Unavailable)
+                }
+            };
+            let _ = reply.send(answer);
+        }));
+    }
+}
+
+fn changed_or_not_held(moved: Vec<Order>) -> Lifecycle {
+    moved
+        .into_iter()
+        .next()
+        .map_or(Lifecycle::NotHeld, Lifecycle::Changed)
+}
