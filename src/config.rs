@@ -19,6 +19,7 @@
 //! | `FLASHSALE_BODY_LIMIT` | 65536 | largest accepted request body, bytes |
 //! | `FLASHSALE_IDEMPOTENCY_CACHE` | 1000000 | idempotency results kept in memory |
 //! | `FLASHSALE_SEED_DEMO` | true | seed a demo store into an empty database |
+//! | `FLASHSALE_WARM_LEAD_SECS` | 60 | products whose sale starts this soon are loaded ahead |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 4;
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
+pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -93,6 +95,11 @@ pub struct Settings {
     /// Idempotency results kept in memory (older ones are found in PostgreSQL).
     #[arg(long, env = "FLASHSALE_IDEMPOTENCY_CACHE", default_value_t = DEFAULT_IDEMPOTENCY_CACHE)]
     pub idempotency_cache: u64,
+
+    /// Seconds before a sale starts at which its product is loaded and rendered, so that
+    /// the first second of a drop reads no database.
+    #[arg(long, env = "FLASHSALE_WARM_LEAD_SECS", default_value_t = DEFAULT_WARM_LEAD_SECS)]
+    pub warm_lead_secs: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -14,6 +14,8 @@ pub const WRITER_BATCH_SIZE: &str = "flashsale_writer_batch_size";
 pub const WRITER_COMMIT_SECONDS: &str = "flashsale_writer_commit_seconds";
 pub const MAILBOX_REJECTIONS_TOTAL: &str = "flashsale_mailbox_rejections_total";
 pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "flashsale_idempotent_replays_total";
+pub const PRODUCT_LOADS_TOTAL: &str = "flashsale_product_loads_total";
+pub const DB_UP: &str = "flashsale_db_up";
 
 /// Checkouts by outcome: `created`, `replayed`, or the error code.
 pub static CHECKOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -81,6 +83,23 @@ pub static IDEMPOTENT_REPLAYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["source"]
     )
     .expect("metric")
+});
+
+/// Product actors started, by cause: `request` (a cold read: the request waited for the
+/// product to load from the database) or `warm` (ahead of its drop).
+pub static PRODUCT_LOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        PRODUCT_LOADS_TOTAL,
+        "Product actors started, by cause",
+        &["cause"]
+    )
+    .expect("metric")
+});
+
+/// 1 while the database answers, 0 while the circuit breaker is open.
+pub static DB_UP_GAUGE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(DB_UP, "Whether PostgreSQL answers (1) or not (0)")
+        .expect("metric")
 });
 
 /// The registry in Prometheus text format.

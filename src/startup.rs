@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
@@ -44,6 +45,8 @@ impl Application {
         let server = run(listener, state.clone(), settings.http_worker_count())?;
         // Migrated and bound: what we answer from now on is the truth.
         state.ready.store(true, Ordering::Release);
+        let weak = std::sync::Arc::downgrade(&state.clone().into_inner());
+        actix_web::rt::spawn(tick(weak, settings.warm_lead_secs));
         Ok(Application { address, server })
     }
 
@@ -80,6 +83,43 @@ pub fn run(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// How often the database is probed (the circuit breaker).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often products about to go on sale are looked for.
+const WARM_EVERY: Duration = Duration::from_secs(10);
+
+/// Background duties, for as long as the application lives: probe the database every
+/// second; every ten, load and render the products whose sale starts within the lead
+/// time (cache warming).
+async fn tick(state: std::sync::Weak<AppState>, warm_lead_secs: u64) {
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut since_warm = WARM_EVERY;
+    loop {
+        probe.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let up = state.actors.health().probe(&state.pool).await;
+        since_warm += PROBE_EVERY;
+        if up && since_warm >= WARM_EVERY {
+            since_warm = Duration::ZERO;
+            if let Err(e) = warm_products(&state, warm_lead_secs).await {
+                tracing::warn!(error = %e, "cache warming failed");
+            }
+        }
+    }
+}
+
+async fn warm_products(state: &AppState, lead_secs: u64) -> anyhow::Result<()> {
+    let client = state.pool.get().await?;
+    for (store_id, product_id) in db::products::starting_soon(&**client, lead_secs as i64).await? {
+        state.actors.to_product(
+            &store_id,
+            &product_id,
+            crate::actors::product::ProductMsg::Warm,
+        );
+    }
+    Ok(())
 }
 
 /// Starts the actors of products with payment holds pending, so that holds which lapsed

@@ -62,6 +62,8 @@ pub struct Shared {
     pub pool: Pool,
     pub writer: Addr<OrderWriter>,
     pub mailbox_capacity: usize,
+    /// The database circuit breaker.
+    pub health: Arc<crate::db::health::DbHealth>,
     /// product id → the gate its actor publishes (see [`product::Gate`]).
     pub gates: moka::sync::Cache<String, Arc<product::Gate>>,
     arbiters: Vec<ArbiterHandle>,
@@ -94,12 +96,14 @@ impl Actors {
             .map(|_| Arbiter::new())
             .collect();
         let writer_arbiter = Arbiter::new();
-        let writer_actor = OrderWriter::new(writer_pool, settings);
+        let health = Arc::new(crate::db::health::DbHealth::default());
+        let writer_actor = OrderWriter::new(writer_pool, health.clone(), settings);
         let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
         let shared = Arc::new(Shared {
             pool,
             writer,
             mailbox_capacity: settings.mailbox_capacity,
+            health,
             gates: moka::sync::Cache::builder().build(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
@@ -115,6 +119,10 @@ impl Actors {
 
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
+    }
+
+    pub fn health(&self) -> &crate::db::health::DbHealth {
+        &self.shared.health
     }
 
     /// The sold-out gate of a product whose actor is running, if any.

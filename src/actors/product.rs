@@ -47,6 +47,15 @@ pub struct CheckoutCommand {
 pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
 pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
 pub type LifecycleReply = oneshot::Sender<Result<Lifecycle, Failure>>;
+pub type PatchReply = oneshot::Sender<Result<Arc<Snapshot>, PatchFailure>>;
+
+/// Why a PATCH did not apply.
+#[derive(Debug)]
+pub enum PatchFailure {
+    Failure(Failure),
+    /// The database refused the new values (constraint name).
+    Invalid(String),
+}
 
 /// What a confirm or cancel came to, short of failing.
 #[derive(Debug)]
@@ -73,6 +82,14 @@ pub enum ProductMsg {
         quantity: i64,
         reply: SnapshotReply,
     },
+    /// Applies a PATCH in the database, then here; the old representation is gone once
+    /// this answers.
+    Patch {
+        patch: db::products::ProductPatch,
+        reply: PatchReply,
+    },
+    /// Nothing but start (load and render) the actor: cache warming before a drop.
+    Warm,
     /// reserved → confirmed, unless the hold expired first.
     Confirm {
         order_id: String,
@@ -99,6 +116,10 @@ impl ProductMsg {
             ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
                 drop(reply.send(Err(failure)))
             }
+            ProductMsg::Patch { reply, .. } => {
+                drop(reply.send(Err(PatchFailure::Failure(failure))))
+            }
+            ProductMsg::Warm => {}
         }
     }
 }
@@ -142,10 +163,10 @@ impl Gate {
 /// The rendered representation of the product, made once per change.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// `GET /products/{id}` body.
-    pub body: Vec<u8>,
+    /// `GET /products/{id}` body (cheap to clone: shared bytes).
+    pub body: actix_web::web::Bytes,
     /// `GET /products/{id}/stock` body.
-    pub stock_body: Vec<u8>,
+    pub stock_body: actix_web::web::Bytes,
     /// Strong validator: a hash of `body`.
     pub etag: String,
     pub last_modified: DateTime<Utc>,
@@ -287,6 +308,8 @@ impl Handler<ProductMsg> for ProductActor {
                 by,
                 reply,
             } => self.cancel(order_id, by, reply, ctx),
+            ProductMsg::Patch { patch, reply } => self.patch(patch, reply, ctx),
+            ProductMsg::Warm => {}
         }
     }
 }
@@ -405,6 +428,49 @@ impl ProductActor {
     }
 }
 
+impl ProductActor {
+    /// Writes a PATCH, then takes the stored product (stock stays the ledger's); the
+    /// mailbox waits, so no reply after this one carries the old values.
+    fn patch(
+        &mut self,
+        patch: db::products::ProductPatch,
+        reply: PatchReply,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let update = async move {
+            let client = pool.get().await.map_err(|e| {
+                tracing::warn!(error = %e, "no database connection");
+                PatchFailure::Failure(Failure::Unavailable)
+            })?;
+            db::products::update_product(&**client, &store_id, &product_id, &patch)
+                .await
+                .map_err(|e| match db::violated_constraint(&e) {
+                    Some(name) => PatchFailure::Invalid(name.to_owned()),
+                    None => {
+                        tracing::warn!(error = %e, "product update failed");
+                        PatchFailure::Failure(Failure::Unavailable)
+                    }
+                })
+        };
+        ctx.wait(update.into_actor(self).map(move |updated, act, _| {
+            let State::Ready(loaded) = &mut act.state else {
+                return drop(reply.send(Err(PatchFailure::Failure(Failure::NotFound))));
+            };
+            let answer = match updated {
+                Ok(Some(row)) => {
+                    loaded.replace_product(row);
+                    Ok(loaded.snapshot(Utc::now()))
+                }
+                Ok(None) => Err(PatchFailure::Failure(Failure::NotFound)),
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(answer);
+        }));
+    }
+}
+
 impl Handler<GiveBack> for ProductActor {
     type Result = ();
 
@@ -431,6 +497,13 @@ impl Loaded {
         self.product.updated_at = now;
         self.snapshot = None;
         self.publish_gate();
+    }
+
+    /// New stored values (a PATCH); the stock numbers stay the ledger's.
+    fn replace_product(&mut self, row: Product) {
+        let updated_at = row.updated_at;
+        self.product = row;
+        self.touch(updated_at);
     }
 
     /// Closes the gate when the last unit goes, opens it when stock comes back.
@@ -469,8 +542,8 @@ impl Loaded {
         let snapshot = Arc::new(Snapshot {
             etag: format!("\"{}\"", hex::encode(&digest[..12])),
             last_modified: self.product.updated_at,
-            body,
-            stock_body,
+            body: body.into(),
+            stock_body: stock_body.into(),
             valid_until,
         });
         self.snapshot = Some(snapshot.clone());

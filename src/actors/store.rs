@@ -37,12 +37,18 @@ impl StoreActor {
     }
 
     /// The product's actor, started (on the next arbiter) if it is not running.
-    fn product(&mut self, product_id: &str) -> Addr<ProductActor> {
+    /// `warm`: started ahead of a drop, not by a request (counted apart: a request that
+    /// has to start its product's actor is a cold read).
+    fn product(&mut self, product_id: &str, warm: bool) -> Addr<ProductActor> {
         if let Some(addr) = self.catalog.get(product_id) {
             if addr.connected() {
                 return addr.clone();
             }
         }
+        let cause = if warm { "warm" } else { "request" };
+        crate::metrics::PRODUCT_LOADS
+            .with_label_values(&[cause])
+            .inc();
         let actor = ProductActor::new(
             product_id.to_owned(),
             self.store_id.clone(),
@@ -70,7 +76,8 @@ impl Handler<ToProduct> for StoreActor {
         // Once more if the actor stopped between our check and the send (an unknown id's
         // actor stops itself after a while; a failed load stops it at once).
         for _ in 0..2 {
-            match self.product(&product_id).try_send(msg) {
+            let warm = matches!(msg, ProductMsg::Warm);
+            match self.product(&product_id, warm).try_send(msg) {
                 Ok(()) => return,
                 Err(SendError::Full(m)) => {
                     MAILBOX_REJECTIONS.with_label_values(&["product"]).inc();

@@ -10,6 +10,7 @@
 //! for one that is.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,6 +18,7 @@ use actix::prelude::*;
 use super::product::{CheckoutReply, GiveBack, ProductActor};
 use super::{Checkout, Failure};
 use crate::config::Settings;
+use crate::db::health::DbHealth;
 use crate::db::orders::{existing_ids, insert_batch, BatchError};
 use crate::db::Pool;
 use crate::domain::order::NewOrder;
@@ -57,6 +59,8 @@ impl Write {
 
 pub struct OrderWriter {
     pool: Pool,
+    /// Tripped when a batch cannot reach the database.
+    health: Arc<DbHealth>,
     batch_max: usize,
     batch_linger: Duration,
     max_in_flight: usize,
@@ -70,9 +74,10 @@ pub struct OrderWriter {
 }
 
 impl OrderWriter {
-    pub fn new(pool: Pool, settings: &Settings) -> Self {
+    pub fn new(pool: Pool, health: Arc<DbHealth>, settings: &Settings) -> Self {
         OrderWriter {
             pool,
+            health,
             batch_max: settings.batch_max.max(1),
             batch_linger: settings.batch_linger(),
             max_in_flight: settings.batches_in_flight.max(1),
@@ -100,6 +105,9 @@ impl OrderWriter {
             };
             ctx.spawn(write.into_actor(self).map(|(batch, outcome), act, ctx| {
                 act.in_flight -= 1;
+                if !matches!(outcome, Outcome::Committed(_)) {
+                    act.health.set(false);
+                }
                 answer_batch(batch, outcome);
                 act.flush(ctx);
             }));

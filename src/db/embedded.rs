@@ -55,8 +55,18 @@ pub struct EmbeddedPostgres {
 }
 
 impl EmbeddedPostgres {
-    /// Starts (creating it on first use) the cluster kept under `data_dir`.
+    /// Starts (creating it on first use) the cluster kept under `data_dir`, on a free port.
     pub fn start(data_dir: &Path, durability: Durability) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, durability, None)
+    }
+
+    /// The same, on `port` if given (a test that stops and restarts its server keeps the
+    /// URL its application holds).
+    pub fn start_on(
+        data_dir: &Path,
+        durability: Durability,
+        port: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             Some(User::from_name("postgres")?.context(
@@ -72,7 +82,10 @@ impl EmbeddedPostgres {
 
         let started = Instant::now();
         loop {
-            let port = free_port()?;
+            let port = match port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let (pid, keeper, exited) =
                 spawn_server(&bin, &root, &pgdata, port, durability, run_as.as_ref())?;
             match wait_ready(&pgdata, pid, &exited) {
@@ -134,6 +147,11 @@ impl EmbeddedPostgres {
             "postgres://postgres:{}@127.0.0.1:{}/{db}",
             self.password, self.port
         )
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The folder the server keeps its data in.

@@ -2,6 +2,7 @@
 //! Queries are plain SQL over a client so that what runs is what you read.
 
 pub mod embedded;
+pub mod health;
 pub mod orders;
 pub mod products;
 pub mod stores;

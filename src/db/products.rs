@@ -160,3 +160,176 @@ pub async fn restock(
         .as_ref()
         .map(product_from_row))
 }
+
+/// A validated PATCH: `None` leaves a column alone; `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub price_cents: Option<i64>,
+    pub max_per_customer: Option<Option<i32>>,
+    pub sale_starts_at: Option<Option<DateTime<Utc>>>,
+    pub sale_ends_at: Option<Option<DateTime<Utc>>>,
+    pub hold_seconds: Option<i32>,
+}
+
+/// Applies a PATCH; a window that ends before it starts breaks `products_sale_window`.
+pub async fn update_product(
+    client: &impl GenericClient,
+    store_id: &str,
+    id: &str,
+    p: &ProductPatch,
+) -> Result<Option<Product>, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE products SET
+            name = CASE WHEN $3 THEN $4 ELSE name END,
+            description = CASE WHEN $5 THEN $6 ELSE description END,
+            price_cents = CASE WHEN $7 THEN $8 ELSE price_cents END,
+            max_per_customer = CASE WHEN $9 THEN $10 ELSE max_per_customer END,
+            sale_starts_at = CASE WHEN $11 THEN $12 ELSE sale_starts_at END,
+            sale_ends_at = CASE WHEN $13 THEN $14 ELSE sale_ends_at END,
+            hold_seconds = CASE WHEN $15 THEN $16 ELSE hold_seconds END,
+            updated_at = now()
+         WHERE id = $1 AND store_id = $2
+         RETURNING {PRODUCT_COLUMNS}"
+    );
+    let row = client
+        .query_opt(
+            &sql,
+            &[
+                &id,
+                &store_id,
+                &p.name.is_some(),
+                &p.name,
+                &p.description.is_some(),
+                &p.description.clone().flatten(),
+                &p.price_cents.is_some(),
+                &p.price_cents,
+                &p.max_per_customer.is_some(),
+                &p.max_per_customer.flatten(),
+                &p.sale_starts_at.is_some(),
+                &p.sale_starts_at.flatten(),
+                &p.sale_ends_at.is_some(),
+                &p.sale_ends_at.flatten(),
+                &p.hold_seconds.is_some(),
+                &p.hold_seconds,
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(product_from_row))
+}
+
+/// How a product listing is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductSort {
+    CreatedAt,
+    SaleStartsAt,
+    PriceCents,
+}
+
+impl ProductSort {
+    /// The key column, as indexed (see migration V5).
+    fn key_sql(self) -> &'static str {
+        match self {
+            ProductSort::CreatedAt => "created_at",
+            ProductSort::SaleStartsAt => "coalesce(sale_starts_at, created_at)",
+            ProductSort::PriceCents => "price_cents",
+        }
+    }
+
+    /// The key of a product as a cursor carries it: micros since the epoch or cents.
+    pub fn key_of(self, p: &Product) -> i64 {
+        match self {
+            ProductSort::CreatedAt => p.created_at.timestamp_micros(),
+            ProductSort::SaleStartsAt => {
+                p.sale_starts_at.unwrap_or(p.created_at).timestamp_micros()
+            }
+            ProductSort::PriceCents => p.price_cents,
+        }
+    }
+}
+
+/// The status a product has now, in SQL (the same rule as `Product::status`).
+const STATUS_SQL: &str =
+    "CASE WHEN sale_ends_at IS NOT NULL AND now() >= sale_ends_at THEN 'ended' \
+     WHEN sale_starts_at IS NOT NULL AND now() < sale_starts_at THEN 'scheduled' \
+     WHEN stock_available = 0 THEN 'sold_out' ELSE 'live' END";
+
+/// One page of a store's products: `status` filter, `sort` (descending if `desc`), after
+/// the cursor `(key, id)` if given; reads `limit` rows.
+pub async fn list_products(
+    client: &impl GenericClient,
+    store_id: &str,
+    status: Option<&str>,
+    sort: ProductSort,
+    desc: bool,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<Product>, tokio_postgres::Error> {
+    let key = sort.key_sql();
+    let (dir, cmp) = if desc { ("DESC", "<") } else { ("ASC", ">") };
+    // Cursor keys travel as integers; timestamps are turned back into timestamptz here.
+    let cursor_key = match sort {
+        ProductSort::PriceCents => "$4::bigint".to_owned(),
+        _ => "(timestamptz 'epoch' + $4::bigint * interval '1 microsecond')".to_owned(),
+    };
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products
+         WHERE store_id = $1
+           AND ($2::text IS NULL OR ({STATUS_SQL}) = $2)
+           AND ($3::bool IS NOT TRUE OR ({key}, id) {cmp} ({cursor_key}, $5::text))
+         ORDER BY {key} {dir}, id {dir}
+         LIMIT $6"
+    );
+    let (has_cursor, cursor_value, cursor_id) = match after {
+        Some((k, id)) => (true, k, id),
+        None => (false, 0, ""),
+    };
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &store_id,
+                &status,
+                &has_cursor,
+                &cursor_value,
+                &cursor_id,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(product_from_row).collect())
+}
+
+/// The store's drop calendar: products whose sale window meets `[from, to]`, by start.
+pub async fn drops(
+    client: &impl GenericClient,
+    store_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Product>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products
+         WHERE store_id = $1 AND sale_starts_at IS NOT NULL AND sale_starts_at <= $3
+           AND (sale_ends_at IS NULL OR sale_ends_at >= $2)
+         ORDER BY sale_starts_at, id LIMIT $4"
+    );
+    let rows = client.query(&sql, &[&store_id, &from, &to, &limit]).await?;
+    Ok(rows.iter().map(product_from_row).collect())
+}
+
+/// (store, product) of every product whose sale starts within `lead_secs`.
+pub async fn starting_soon(
+    client: &impl GenericClient,
+    lead_secs: i64,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT store_id, id FROM products \
+             WHERE sale_starts_at > now() AND sale_starts_at <= now() + $1 * interval '1 second'",
+            &[&(lead_secs as f64)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

@@ -190,6 +190,16 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Whether `name` was sent at all (PATCH: absent leaves a field alone).
+    pub fn present(&self, name: &str) -> bool {
+        self.object.contains_key(name)
+    }
+
+    /// Whether `name` was sent as `null`.
+    pub fn is_null(&self, name: &str) -> bool {
+        self.object.get(name).is_some_and(Value::is_null)
+    }
+
     /// Adds a rule that spans fields.
     pub fn check(&mut self, ok: bool, name: &'static str, message: &str) {
         if !ok {

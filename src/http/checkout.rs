@@ -170,6 +170,11 @@ async fn place_order(
             return Err(refusal);
         }
     }
+    // The circuit breaker: with the database away, a new order cannot commit; fail fast
+    // rather than queue. (Replays and sold-out refusals above need no database.)
+    if !state.actors.health().is_up() {
+        return Err(ApiError::Unavailable);
+    }
     // First sight of this key in this process wins the marker; any other request with it
     // is answered from the marker.
     let entry = state

@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::Compress;
 use actix_web::web;
 use tokio::sync::oneshot;
 
@@ -111,14 +112,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/openapi.json", web::get().to(openapi::openapi_json))
                 .service(resource("/stores").route(web::post().to(stores::create_store)))
                 .service(resource("/stores/{id}").route(web::get().to(stores::get_store)))
-                .service(resource("/products").route(web::post().to(products::create_product)))
-                .service(resource("/products/{id}").route(web::get().to(products::get_product)))
+                .service(
+                    resource("/products")
+                        .wrap(Compress::default())
+                        .route(web::post().to(products::create_product))
+                        .route(web::get().to(products::list_products)),
+                )
+                .service(
+                    resource("/drops")
+                        .wrap(Compress::default())
+                        .route(web::get().to(products::drops)),
+                )
+                .service(
+                    resource("/products/{id}")
+                        .route(web::get().to(products::get_product))
+                        .route(web::patch().to(products::patch_product)),
+                )
                 .service(resource("/products/{id}/stock").route(web::get().to(products::get_stock)))
                 .service(
                     resource("/products/{id}/restock")
                         .route(web::post().to(products::restock_product)),
                 )
-                .service(resource("/orders").route(web::get().to(orders::list)))
+                .service(
+                    resource("/orders")
+                        .wrap(Compress::default())
+                        .route(web::get().to(orders::list)),
+                )
                 .service(resource("/orders/{id}").route(web::get().to(orders::get_order)))
                 .service(resource("/orders/{id}/confirm").route(web::post().to(orders::confirm)))
                 .service(resource("/orders/{id}/cancel").route(web::post().to(orders::cancel))),

@@ -1,7 +1,6 @@
 //! Operations endpoints (no auth): liveness, readiness, metrics.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 
@@ -18,16 +17,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db_ok = async {
-        let client = state.pool.get().await.ok()?;
-        client.simple_query("SELECT 1").await.ok()
-    };
-    let ready = state.ready.load(Ordering::Acquire)
-        && tokio::time::timeout(Duration::from_secs(2), db_ok)
-            .await
-            .ok()
-            .flatten()
-            .is_some();
+    let ready =
+        state.ready.load(Ordering::Acquire) && state.actors.health().probe(&state.pool).await;
     if ready {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {

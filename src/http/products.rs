@@ -9,11 +9,15 @@ use chrono::Utc;
 use super::auth::{Caller, ADMIN_KEY, ANY_STORE_KEY};
 use super::body::JsonBody;
 use super::errors::ApiError;
+use super::query::{pick, Params};
 use super::{ask, AppState};
-use crate::actors::product::{ProductMsg, Snapshot};
-use crate::db::products::{insert_product, NewProduct};
+use crate::actors::product::{PatchFailure, ProductMsg, Snapshot};
+use crate::actors::Failure;
+use crate::db;
+use crate::db::products::{insert_product, NewProduct, ProductPatch, ProductSort};
 use crate::db::violated_constraint;
 use crate::domain::ids::new_id;
+use crate::domain::product::Product;
 use crate::domain::validate::{FieldError, Fields, Optional, Required};
 
 /// Product bodies change with every sale: caches may keep them a second, serve them a
@@ -150,14 +154,37 @@ fn http_date(t: chrono::DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
+/// Whether the client's copy (`If-None-Match`, else `If-Modified-Since`) is current.
+fn client_is_current(req: &HttpRequest, snapshot: &Snapshot) -> bool {
+    if req.headers().contains_key(header::IF_NONE_MATCH) {
+        return etag_matches(req, &snapshot.etag);
+    }
+    let since = req
+        .headers()
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<header::HttpDate>().ok())
+        .map(std::time::SystemTime::from);
+    since.is_some_and(|since| {
+        // HTTP dates have whole seconds.
+        let modified = snapshot.last_modified.timestamp();
+        since
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|d| modified <= d.as_secs() as i64)
+    })
+}
+
+/// Tells the client that the database is away and what it reads may be stale.
+pub const DEGRADED_HEADER: &str = "Flashsale-Degraded";
+
 /// Answers with `body`, or 304 if the client has this version.
 fn conditional(
     req: &HttpRequest,
     snapshot: &Snapshot,
-    body: &[u8],
-    cache_control: &str,
+    body: web::Bytes,
+    degraded: bool,
 ) -> HttpResponse {
-    let not_modified = etag_matches(req, &snapshot.etag);
+    let not_modified = client_is_current(req, snapshot);
     let mut response = if not_modified {
         HttpResponse::NotModified()
     } else {
@@ -166,20 +193,26 @@ fn conditional(
     response
         .insert_header((header::ETAG, snapshot.etag.as_str()))
         .insert_header((header::LAST_MODIFIED, http_date(snapshot.last_modified)))
-        .insert_header((header::CACHE_CONTROL, cache_control))
+        .insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL))
         .insert_header((header::VARY, "Authorization"));
+    if degraded {
+        response.insert_header((DEGRADED_HEADER, "database-unavailable"));
+    }
     if not_modified {
         return response.finish();
     }
-    response
-        .content_type("application/json")
-        .body(body.to_vec())
+    response.content_type("application/json").body(body)
 }
 
-/// A product, from its actor's memory, with HTTP validators.
+/// A product, from its actor's memory, with HTTP validators; `?fields=` picks fields.
+/// While the database is away it is still served, marked `Flashsale-Degraded`.
 #[utoipa::path(get, path = "/api/v1/products/{id}", tag = "products", security(("bearer" = [])),
-    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = crate::domain::product::ProductView), (status = 304), (status = 404)))]
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header), ("If-Modified-Since" = Option<String>, Header),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = crate::domain::product::ProductView,
+        headers(("ETag" = String), ("Last-Modified" = String), ("Cache-Control" = String),
+            ("Flashsale-Degraded" = String, description = "`database-unavailable`: served from memory while the database is away; may be stale"))),
+        (status = 304), (status = 404)))]
 pub async fn get_product(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -187,13 +220,31 @@ pub async fn get_product(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
+    let fields = if req.query_string().is_empty() {
+        None
+    } else {
+        let mut params = Params::parse(req.query_string())?;
+        let fields = params.fields(PRODUCT_FIELDS);
+        params.finish()?;
+        fields
+    };
     let snapshot = read_snapshot(&state, &grant.store_id, &id).await?;
-    Ok(conditional(
-        &req,
-        &snapshot,
-        &snapshot.body,
-        PRODUCT_CACHE_CONTROL,
-    ))
+    let degraded = !state.actors.health().is_up();
+    let Some(fields) = fields else {
+        return Ok(conditional(
+            &req,
+            &snapshot,
+            snapshot.body.clone(),
+            degraded,
+        ));
+    };
+    let full: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap_or_default();
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL));
+    if degraded {
+        response.insert_header((DEGRADED_HEADER, "database-unavailable"));
+    }
+    Ok(response.json(pick(full, Some(&fields))))
 }
 
 /// The fast-moving part of a product: what is left, and the sale status.
@@ -240,4 +291,266 @@ pub async fn restock_product(
         .insert_header((header::ETAG, snapshot.etag.as_str()))
         .content_type("application/json")
         .body(snapshot.body.clone()))
+}
+
+/// Fields a product representation has (for `?fields=`).
+pub const PRODUCT_FIELDS: &[&str] = &[
+    "id",
+    "store_id",
+    "sku",
+    "name",
+    "description",
+    "price_cents",
+    "currency",
+    "stock_total",
+    "stock_available",
+    "max_per_customer",
+    "sale_starts_at",
+    "sale_ends_at",
+    "hold_seconds",
+    "status",
+    "created_at",
+    "updated_at",
+];
+const PRODUCT_STATUSES: &[&str] = &["scheduled", "live", "sold_out", "ended"];
+const PRODUCT_SORTS: &[&str] = &[
+    "created_at",
+    "-created_at",
+    "sale_starts_at",
+    "-sale_starts_at",
+    "price_cents",
+    "-price_cents",
+];
+/// Products in one drop-calendar answer, at most.
+const MAX_DROPS: i64 = 500;
+/// The widest drop-calendar window.
+const MAX_DROPS_SPAN_DAYS: i64 = 366;
+
+/// `PATCH /products/{id}` body: any of these; `null` clears the nullable ones.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PatchProductRequest {
+    name: Option<String>,
+    description: Option<String>,
+    price_cents: Option<i64>,
+    max_per_customer: Option<i32>,
+    sale_starts_at: Option<chrono::DateTime<Utc>>,
+    sale_ends_at: Option<chrono::DateTime<Utc>>,
+    hold_seconds: Option<i32>,
+}
+
+/// A page of products.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    items: Vec<serde_json::Value>,
+    /// Pass as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// The drop calendar.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DropCalendar {
+    items: Vec<serde_json::Value>,
+}
+
+fn parse_patch(body: &serde_json::Value) -> Result<ProductPatch, Vec<FieldError>> {
+    let mut f = Fields::new(body)?;
+    for name in ["name", "price_cents", "hold_seconds"] {
+        let null = f.is_null(name);
+        f.check(!null, name, "must not be null");
+    }
+    let given = |f: &Fields, name| f.present(name);
+    let mut patch = ProductPatch {
+        name: f.string("name", Optional, 1..=200),
+        price_cents: f.int("price_cents", Optional, 0..=MAX_STOCK),
+        hold_seconds: f
+            .int("hold_seconds", Optional, 0..=7 * 24 * 3600)
+            .map(|h| h as i32),
+        ..ProductPatch::default()
+    };
+    let description = f.string("description", Optional, 0..=5000);
+    let max = f
+        .int("max_per_customer", Optional, 1..=1_000_000)
+        .map(|m| m as i32);
+    let starts = f.timestamp("sale_starts_at", Optional);
+    let ends = f.timestamp("sale_ends_at", Optional);
+    patch.description = given(&f, "description").then_some(description);
+    patch.max_per_customer = given(&f, "max_per_customer").then_some(max);
+    patch.sale_starts_at = given(&f, "sale_starts_at").then_some(starts);
+    patch.sale_ends_at = given(&f, "sale_ends_at").then_some(ends);
+    let any = [
+        "name",
+        "description",
+        "price_cents",
+        "max_per_customer",
+        "sale_starts_at",
+        "sale_ends_at",
+        "hold_seconds",
+    ]
+    .iter()
+    .any(|n| f.present(n));
+    f.check(any, "body", "must name at least one field to change");
+    f.finish()?;
+    Ok(patch)
+}
+
+/// Changes a product (admin key). Once this answers, no read of this server shows the old
+/// values.
+#[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products", request_body = PatchProductRequest,
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422)))]
+pub async fn patch_product(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ADMIN_KEY)?;
+    let patch = parse_patch(&body.0)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state
+        .actors
+        .to_product(&grant.store_id, &id, ProductMsg::Patch { patch, reply: tx });
+    let answer = tokio::time::timeout(super::ACTOR_TIMEOUT, rx)
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .unwrap_or(Err(PatchFailure::Failure(Failure::Unavailable)));
+    let snapshot = match answer {
+        Ok(snapshot) => snapshot,
+        Err(PatchFailure::Failure(f)) => return Err(f.into()),
+        Err(PatchFailure::Invalid(constraint)) => {
+            let field = if constraint == "products_sale_window" {
+                "sale_ends_at"
+            } else {
+                "body"
+            };
+            return Err(ApiError::Validation(vec![FieldError::new(
+                field,
+                "must be after sale_starts_at",
+            )]));
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, snapshot.etag.as_str()))
+        .content_type("application/json")
+        .body(snapshot.body.clone()))
+}
+
+/// `?cursor=` of a product listing: `<sort>~<key>~<id>`.
+fn parse_cursor(cursor: &str, sort: &str) -> Option<(i64, String)> {
+    let mut parts = cursor.splitn(3, '~');
+    let (s, key, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (s == sort && id.starts_with("prd_")).then_some(())?;
+    Some((key.parse().ok()?, id.to_owned()))
+}
+
+fn views(products: &[Product], fields: Option<&[String]>) -> Vec<serde_json::Value> {
+    let now = Utc::now();
+    products
+        .iter()
+        .map(|p| {
+            pick(
+                serde_json::to_value(p.to_view(now)).unwrap_or_default(),
+                fields,
+            )
+        })
+        .collect()
+}
+
+/// The store's products, filtered by status, sorted, in pages (admin or storefront).
+#[utoipa::path(get, path = "/api/v1/products", tag = "products", security(("bearer" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "scheduled, live, sold_out or ended"),
+        ("sort" = Option<String>, Query, description = "created_at, sale_starts_at or price_cents, `-` for descending; default -created_at"),
+        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = ProductPage), (status = 422)))]
+pub async fn list_products(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let mut params = Params::parse(req.query_string())?;
+    let status = params.one_of("status", PRODUCT_STATUSES);
+    let sort_name = params
+        .one_of("sort", PRODUCT_SORTS)
+        .unwrap_or_else(|| "-created_at".to_owned());
+    let limit = params.limit();
+    let fields = params.fields(PRODUCT_FIELDS);
+    let cursor = params.text("cursor");
+    params.finish()?;
+    let after = match &cursor {
+        None => None,
+        Some(c) => Some(parse_cursor(c, &sort_name).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "cursor",
+                "is not a cursor of this listing",
+            )])
+        })?),
+    };
+    let desc = sort_name.starts_with('-');
+    let sort = match sort_name.trim_start_matches('-') {
+        "sale_starts_at" => ProductSort::SaleStartsAt,
+        "price_cents" => ProductSort::PriceCents,
+        _ => ProductSort::CreatedAt,
+    };
+    let client = state.pool.get().await?;
+    let after_ref = after.as_ref().map(|(k, id)| (*k, id.as_str()));
+    let mut products = db::products::list_products(
+        &**client,
+        &grant.store_id,
+        status.as_deref(),
+        sort,
+        desc,
+        after_ref,
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = if products.len() as i64 > limit {
+        products.truncate(limit as usize);
+        products
+            .last()
+            .map(|p| format!("{sort_name}~{}~{}", sort.key_of(p), p.id))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(ProductPage {
+        items: views(&products, fields.as_deref()),
+        next_cursor,
+    }))
+}
+
+/// The store's drop calendar: products whose sale window meets `[from, to]`, by start
+/// (default: the next seven days).
+#[utoipa::path(get, path = "/api/v1/drops", tag = "products", security(("bearer" = [])),
+    params(("from" = Option<String>, Query, description = "RFC 3339; default now"),
+        ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days"),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = DropCalendar), (status = 422)))]
+pub async fn drops(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let mut params = Params::parse(req.query_string())?;
+    let from = params.timestamp("from");
+    let to = params.timestamp("to");
+    let fields = params.fields(PRODUCT_FIELDS);
+    params.finish()?;
+    let from = from.unwrap_or_else(Utc::now);
+    let to = to.unwrap_or(from + chrono::Duration::days(7));
+    if to < from || to - from > chrono::Duration::days(MAX_DROPS_SPAN_DAYS) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "to",
+            format!("must be after from, at most {MAX_DROPS_SPAN_DAYS} days later"),
+        )]));
+    }
+    let client = state.pool.get().await?;
+    let products = db::products::drops(&**client, &grant.store_id, from, to, MAX_DROPS).await?;
+    Ok(HttpResponse::Ok().json(DropCalendar {
+        items: views(&products, fields.as_deref()),
+    }))
 }

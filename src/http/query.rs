@@ -60,6 +60,21 @@ impl Params {
         }
     }
 
+    /// An RFC 3339 timestamp.
+    pub fn timestamp(&mut self, name: &'static str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let value = self.text(name)?;
+        match chrono::DateTime::parse_from_rfc3339(&value) {
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+            Err(_) => {
+                self.errors.push(FieldError::new(
+                    name,
+                    "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+                ));
+                None
+            }
+        }
+    }
+
     /// `?limit=`: 1–200, default 50.
     pub fn limit(&mut self) -> i64 {
         match self.text("limit").map(|v| v.parse::<i64>()) {

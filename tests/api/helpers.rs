@@ -267,6 +267,23 @@ impl TestApp {
     }
 }
 
+/// Waits (up to 15 s) until `/readyz` answers 200.
+pub async fn wait_ready(app: &TestApp) {
+    for _ in 0..150 {
+        if app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never answered 200");
+}
+
 /// Asserts a problem document with `status` and `code`; returns it.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status, "expected {status} {code}");

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod catalog;
 mod checkout;
 mod crash;
 mod lifecycle;

@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, checkout_body, connect, spawn_app, stock_from_db, with_database, TestApp,
+    assert_problem, checkout_body, connect, spawn_app, stock_from_db, wait_ready, with_database,
+    TestApp,
 };
 
 /// Cuts every connection to the test's database and refuses new ones (`true`), or lets
@@ -87,6 +88,7 @@ async fn failed_batches_give_stock_back_answer_503_and_nothing_oversells_after()
     );
 
     cut_database(&app, false).await;
+    wait_ready(&app).await;
     // The same keys go through once the database is back, and the sale sells out at 20.
     let mut created = 1;
     for i in 0..25 {
