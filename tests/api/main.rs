@@ -7,6 +7,7 @@ mod auth;
 mod catalog;
 mod checkout;
 mod crash;
+mod edge;
 mod lifecycle;
 mod outage;
 mod products;
