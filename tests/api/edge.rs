@@ -78,7 +78,7 @@ fn start_edge(app: &TestApp) -> Edge {
                 include {d}/site.conf; }}"
     );
     std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let child = Command::new(nginx_binary())
+    let mut child = Command::new(nginx_binary())
         .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
