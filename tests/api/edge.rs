@@ -78,26 +78,26 @@ fn start_edge(app: &TestApp) -> Edge {
                 include {d}/site.conf; }}"
     );
     std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let mut child = Command::new(nginx_binary())
+    let child = Command::new(nginx_binary())
         .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("Failed to start nginx");
+    // From here on, dropping the edge stops nginx (and reaps it).
+    let edge = Edge {
+        child,
+        port,
+        _dir: dir.clone(),
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Edge {
-                child,
-                port,
-                _dir: dir,
-            };
+            return edge;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!(
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-    );
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    panic!("nginx did not start: {log}");
 }
 
 #[actix_web::test]
