@@ -6,13 +6,16 @@
 #   3. sell-out           10,000 units, 100,000 one-shot buyers: time to sell out,
 #                         exactly-10,000 check; then refusals/s after sell-out vs
 #                         a fresh /healthz run
+#   4. reads              against another fresh /healthz run: one product page
+#                         (product-get), the same with If-None-Match (product-304),
+#                         a page of 50 products with gzip (list-50)
 # Results: a Markdown summary on stdout and in loadtests/results/<timestamp>/
 # together with the raw wrk outputs, /metrics scrapes and the server log.
 #
 # Usage (from anywhere):   loadtests/bench.sh
 # Knobs (environment):     see loadtests/README.md or `loadtests/bench.sh --help`
 #   DURATION=15s CONNECTIONS=256 THREADS=1 WARMUP=3s BENCH_LISTEN=127.0.0.1:18080
-#   SELLOUT_STOCK=10000 SELLOUT_BUYERS=100000 SELLOUT_TIMEOUT=120s
+#   SELLOUT_STOCK=10000 SELLOUT_BUYERS=100000 SELLOUT_TIMEOUT=120s LIST_PRODUCTS=60
 #   DATABASE_URL=... (else a private PostgreSQL in a fresh temp dir)
 #   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s
 #   KEEP_DATA=1 RESULTS_ROOT=dir STRICT=1 (exit 1 when a target or check fails)
@@ -29,6 +32,7 @@ BENCH_LISTEN=${BENCH_LISTEN:-127.0.0.1:18080}
 SELLOUT_STOCK=${SELLOUT_STOCK:-10000}
 SELLOUT_BUYERS=${SELLOUT_BUYERS:-100000}
 SELLOUT_TIMEOUT=${SELLOUT_TIMEOUT:-120s}
+LIST_PRODUCTS=${LIST_PRODUCTS:-60}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 WRK_TIMEOUT=${WRK_TIMEOUT:-5s}
@@ -70,6 +74,8 @@ is_pos "$CONNECTIONS" || die "CONNECTIONS must be a positive integer, got '$CONN
 is_pos "$THREADS" || die "THREADS must be a positive integer, got '$THREADS'"
 ((CONNECTIONS >= THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be >= THREADS ($THREADS)"
 is_pos "$SELLOUT_STOCK" || die "SELLOUT_STOCK must be a positive integer, got '$SELLOUT_STOCK'"
+is_pos "$LIST_PRODUCTS" || die "LIST_PRODUCTS must be a positive integer, got '$LIST_PRODUCTS'"
+((LIST_PRODUCTS >= 60)) || die "LIST_PRODUCTS must be >= 60 (list-50 needs more than one page), got $LIST_PRODUCTS"
 is_pos "$SELLOUT_BUYERS" || die "SELLOUT_BUYERS must be a positive integer, got '$SELLOUT_BUYERS'"
 ((SELLOUT_BUYERS >= THREADS)) || die "SELLOUT_BUYERS ($SELLOUT_BUYERS) must be >= THREADS ($THREADS)"
 is_uint "$READY_TIMEOUT" || die "READY_TIMEOUT must be whole seconds, got '$READY_TIMEOUT'"
@@ -195,6 +201,28 @@ scrape_metrics() {
   }
 }
 
+# etag_of PATH NAME -> the ETag of GET PATH (storefront key) on stdout, or
+# nothing; the response headers go to $OUT/NAME.headers.
+etag_of() {
+  local path=$1 name=$2
+  curl -sS -D "$OUT/$name.headers" -o /dev/null --max-time 10 \
+    -H "Authorization: Bearer $PK" -H 'Accept: application/json' "$BASE$path" ||
+    die "request failed: GET $path"
+  sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' "$OUT/$name.headers" | tr -d '\r' | head -n 1
+}
+
+# check_status NAME PATH EXPECTED [CURL_ARGS ...]: one GET with the storefront
+# key before a read phase; headers and body to $OUT/NAME.*, a warning (not an
+# error: the phase counts every status) when the status differs.
+check_status() {
+  local name=$1 path=$2 expect=$3 code
+  shift 3
+  code=$(curl -sS -D "$OUT/$name.headers" -o "$OUT/$name.body" -w '%{http_code}' --max-time 10 \
+    -H "Authorization: Bearer $PK" -H 'Accept: application/json' "$@" "$BASE$path") ||
+    die "request failed: GET $path"
+  [[ $code == "$expect" ]] || warn "GET $path answered $code before phase ${name%-check}, expected $expect"
+}
+
 # run_wrk NAME SCRIPT DURATION [VAR=VALUE ...] -> $OUT/NAME.txt, $OUT/NAME.json
 run_wrk() {
   local name=$1 script=$2 dur=$3
@@ -272,7 +300,21 @@ HOT_ID=$(json_get id <<<"$hot")
 sell=$(api POST /api/v1/products "$SK" 201 \
   "{\"sku\":\"sellout-1\",\"name\":\"Sell-out\",\"price_cents\":1000,\"currency\":\"EUR\",\"stock\":$SELLOUT_STOCK}")
 SELL_ID=$(json_get id <<<"$sell")
-log "store ready: hot product $HOT_ID, sell-out product $SELL_ID ($SELLOUT_STOCK units)"
+# The read phases use a product of their own: nobody buys it, so its
+# representation (and ETag) does not change while checkouts run on the others.
+readp=$(api POST /api/v1/products "$SK" 201 \
+  '{"sku":"read-1","name":"Read","description":"Product page for the read phases","price_cents":1500,"currency":"EUR","stock":1000}')
+READ_ID=$(json_get id <<<"$readp")
+# Filler catalogue for list-50: LIST_PRODUCTS more products, so that
+# GET /api/v1/products?limit=50 returns a full page with a next cursor.
+log "creating $LIST_PRODUCTS products for the list-50 phase"
+for ((i = 1; i <= LIST_PRODUCTS; i++)); do
+  api POST /api/v1/products "$SK" 201 "$(printf \
+    '{"sku":"list-%04d","name":"List product %d","description":"Catalogue filler %d for the list-50 phase","price_cents":%d,"currency":"EUR","stock":100}' \
+    "$i" "$i" "$i" $((500 + i)))" >/dev/null
+done
+log "store ready: hot product $HOT_ID, sell-out product $SELL_ID ($SELLOUT_STOCK units)," \
+  "read product $READ_ID, $LIST_PRODUCTS list products"
 
 {
   echo "date_utc=$STAMP"
@@ -284,6 +326,7 @@ log "store ready: hot product $HOT_ID, sell-out product $SELL_ID ($SELLOUT_STOCK
   echo "warmup=$WARMUP"
   echo "sellout_stock=$SELLOUT_STOCK"
   echo "sellout_buyers=$SELLOUT_BUYERS"
+  echo "list_products=$LIST_PRODUCTS"
   echo "listen=$BENCH_LISTEN"
   echo "database=$db_desc"
   echo "cpus=$(nproc 2>/dev/null || echo '?')"
@@ -316,6 +359,24 @@ run_wrk healthz-refusal healthz.lua "$DURATION"
 run_wrk refusal checkout.lua "$DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$SELL_ID"
 sleep 1.2
 api GET "/api/v1/products/$SELL_ID/stock" "$PK" 200 >"$OUT/refusal-stock.json"
+
+# 6-9: reads from memory against a /healthz run right before them.
+run_wrk healthz-read healthz.lua "$DURATION"
+read_env=(FS_STOREFRONT_KEY="$PK")
+READ_PATH="/api/v1/products/$READ_ID"
+LIST_PATH="/api/v1/products?limit=50"
+run_wrk product-get read.lua "$DURATION" "${read_env[@]}" FS_PATH="$READ_PATH"
+# The product's current ETag, right before the conditional phase.
+ETAG=$(etag_of "$READ_PATH" product-304-before)
+[[ -n $ETAG ]] || warn "GET $READ_PATH sent no ETag; product-304 will send no If-None-Match"
+printf '%s\n' "$ETAG" >"$OUT/product-304-etag.txt"
+check_status product-304-check "$READ_PATH" 304 -H "If-None-Match: $ETAG"
+run_wrk product-304 read.lua "$DURATION" "${read_env[@]}" FS_PATH="$READ_PATH" \
+  FS_IF_NONE_MATCH="$ETAG" FS_EXPECT=304
+etag_of "$READ_PATH" product-304-after >"$OUT/product-304-etag-after.txt"
+check_status list-50-check "$LIST_PATH" 200 -H 'Accept-Encoding: gzip'
+run_wrk list-50 read.lua "$DURATION" "${read_env[@]}" FS_PATH="$LIST_PATH" \
+  FS_ACCEPT_ENCODING=gzip
 
 # --------------------------------------------------------------- summary ----
 summary_rc=0
@@ -358,6 +419,8 @@ def metric(fname, name):
 
 hz, co, so = load("healthz.json"), load("checkout.json"), load("sellout.json")
 hz2, rf = load("healthz-refusal.json"), load("refusal.json")
+hz3, pg = load("healthz-read.json"), load("product-get.json")
+p304, ls = load("product-304.json"), load("list-50.json")
 stock1, stock2 = load("sellout-stock.json") or {}, load("refusal-stock.json") or {}
 
 warnings, failures = [], []
@@ -420,7 +483,8 @@ if rf is not None:
         warnings.append(f"refusal phase: {extra:,} checkouts answered 201 on a sold-out product (OVERSELL)")
     if stock2.get("stock_available") not in (None, 0):
         warnings.append(f"after refusal phase: stock_available={stock2.get('stock_available')}, expected 0")
-for name, res in (("healthz", hz), ("checkout", co), ("sellout", so), ("healthz-refusal", hz2), ("refusal", rf)):
+for name, res in (("healthz", hz), ("checkout", co), ("sellout", so), ("healthz-refusal", hz2), ("refusal", rf),
+                  ("healthz-read", hz3), ("product-get", pg), ("product-304", p304), ("list-50", ls)):
     if res and sock(res):
         warnings.append(f"{name}: wrk socket errors {res['socket_errors']}")
 
@@ -429,6 +493,71 @@ ref_rate = refused / rf["duration_s"] if rf else None
 hz2_rate = hz2["ok_per_s"] if hz2 else None
 ref_ratio = ref_rate / hz2_rate if ref_rate is not None and hz2_rate else None
 
+# 6-9: reads against the /healthz run right before them
+hz3_rate = hz3["ok_per_s"] if hz3 else None
+
+def read_phase(res, target):
+    rate = res["ok_per_s"] if res else None
+    r = rate / hz3_rate if rate is not None and hz3_rate else None
+    return rate, r, mark(None if r is None else r >= target)
+
+pg_rate, pg_ratio, t_pg = read_phase(pg, 0.8)
+p304_rate, p304_ratio, t_304 = read_phase(p304, 0.8)
+ls_rate, ls_ratio, t_ls = read_phase(ls, 0.5)
+
+def lat(res):
+    return f"{ms(res and res['latency_ms']['p50'])} / {ms(res and res['latency_ms']['p99'])}"
+
+def read_text(name):
+    try:
+        with open(os.path.join(out, name), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+etag_before = (read_text("product-304-etag.txt") or b"").decode().strip()
+etag_after = (read_text("product-304-etag-after.txt") or b"").decode().strip()
+if p304 is not None:
+    if not etag_before:
+        warnings.append("product-304: the product page had no ETag; no If-None-Match was sent")
+    elif etag_after != etag_before:
+        warnings.append(f"product-304: the ETag changed during the phase ({etag_before} -> {etag_after or 'none'})")
+
+# list-50: what one response looked like (from the curl right before the phase)
+ls_items, ls_cursor, ls_encoding, ls_status = None, None, None, None
+hdrs = read_text("list-50-check.headers")
+if hdrs is not None:
+    for line in hdrs.decode("latin-1").splitlines():
+        if line.startswith("HTTP/"):
+            ls_status = line.split()[1] if len(line.split()) > 1 else None
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "content-encoding":
+            ls_encoding = v.strip()
+body = read_text("list-50-check.body")
+if ls is not None and ls_status not in (None, "200"):
+    warnings.append(f"list-50: GET ?limit=50 answered {ls_status} right before the phase, expected 200")
+elif body is not None:
+    try:
+        if ls_encoding == "gzip":
+            import gzip
+            body = gzip.decompress(body)
+        doc = json.loads(body)
+        ls_items, ls_cursor = len(doc.get("items", [])), doc.get("next_cursor")
+    except (OSError, ValueError, AttributeError, EOFError):
+        pass
+if ls is not None:
+    if ls_items is not None and ls_items != 50:
+        warnings.append(f"list-50: GET ?limit=50 returned {ls_items} items, expected 50")
+    if ls_items == 50 and ls_cursor is None:
+        warnings.append("list-50: next_cursor is null although the store has more than 50 products")
+ls_gz = f"{ls['gzipped']:,} of {ls['answered']:,} responses gzip" if ls else "n/a"
+ls_size = "n/a"
+if ls and ls.get("mean_wire_bytes") is not None:
+    ls_size = (f"{n(ls['mean_wire_bytes'])} B on the wire (wrk transfer/s ÷ requests/s: headers + body), "
+               f"{n(ls.get('mean_body_bytes'))} B body; {ls_gz}")
+if ls_items is not None:
+    ls_size += f"; {ls_items} items, next_cursor {'set' if ls_cursor else 'null'}"
+
 t_hot = mark(None if co_rate is None else co_rate >= 20000)
 t_ratio = mark(None if ratio is None else ratio >= 0.35)
 t_p99 = mark(None if p99 is None else p99 < 50)
@@ -436,7 +565,8 @@ t_ref = mark(None if ref_ratio is None else ref_ratio >= 0.8)
 t_sold = mark(so is not None and sold_exactly)
 for label, t in (("hot SKU >= 20,000 checkouts/s", t_hot), ("checkout/healthz >= 0.35", t_ratio),
                  ("p99 < 50 ms", t_p99), ("refusals/healthz >= 0.8", t_ref),
-                 (f"exactly {stock:,} sold", t_sold)):
+                 (f"exactly {stock:,} sold", t_sold), ("product-get/healthz >= 0.8", t_pg),
+                 ("product-304/healthz >= 0.8", t_304), ("list-50/healthz >= 0.5", t_ls)):
     if t != "PASS":
         failures.append(f"{label}: {t}")
 
@@ -465,6 +595,19 @@ lines = [
 ]
 if rf and others(rf, {"409 sold_out"}) != "none":
     lines.append(f"| after sell-out: other responses | {others(rf, {'409 sold_out'})} | | |")
+lines += [
+    f"| reads: /healthz requests/s just before, p50 / p99 | {n(hz3_rate)}, {lat(hz3)} | | |",
+    f"| product-get: requests/s (200), p50 / p99 | {n(pg_rate)}, {lat(pg)} | | |",
+    f"| product-get: non-200 responses | {others(pg, {'200'})} | | |",
+    f"| ratio product-get / healthz | {n(pg_ratio, 3)} | >= 0.8 | {t_pg} |",
+    f"| product-304: 304s/s (If-None-Match), p50 / p99 | {n(p304_rate)}, {lat(p304)} | | |",
+    f"| product-304: non-304 responses | {others(p304, {'304'})} | | |",
+    f"| ratio product-304 / healthz | {n(p304_ratio, 3)} | >= 0.8 | {t_304} |",
+    f"| list-50: requests/s (200, gzip), p50 / p99 | {n(ls_rate)}, {lat(ls)} | | |",
+    f"| list-50: non-200 responses | {others(ls, {'200'})} | | |",
+    f"| list-50: mean response size | {ls_size} | | |",
+    f"| ratio list-50 / healthz | {n(ls_ratio, 3)} | >= 0.5 | {t_ls} |",
+]
 if warnings:
     lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
 text = "\n".join(lines) + "\n"
@@ -477,6 +620,12 @@ with open(os.path.join(out, "summary.json"), "w") as f:
                "sellout_ms": so and so.get("sellout_ms"), "sellout_created": created,
                "sellout_stock_available": avail, "refusals_per_s": ref_rate,
                "healthz_before_refusal_per_s": hz2_rate, "refusal_ratio": ref_ratio,
+               "healthz_before_reads_per_s": hz3_rate,
+               "product_get_per_s": pg_rate, "product_get_ratio": pg_ratio,
+               "product_304_per_s": p304_rate, "product_304_ratio": p304_ratio,
+               "list_50_per_s": ls_rate, "list_50_ratio": ls_ratio,
+               "list_50_mean_wire_bytes": ls and ls.get("mean_wire_bytes"),
+               "list_50_mean_body_bytes": ls and ls.get("mean_body_bytes"),
                "warnings": warnings, "failed_targets": failures}, f, indent=2)
 print(text)
 for w in warnings:

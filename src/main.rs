@@ -1,5 +1,7 @@
 //! The `flashsale` binary: settings, database (given or private), serve.
 
+use std::io::Write;
+
 use clap::Parser;
 use flashsale::config::{Command, Settings};
 use flashsale::db::embedded::{Durability, EmbeddedPostgres};
@@ -9,7 +11,8 @@ use flashsale::{audit, db, telemetry};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("info");
+    // Kept to the end: dropping it flushes the spans still buffered for the exporter.
+    let _telemetry = telemetry::init("info");
     let settings = Settings::parse();
     if let Some(Command::Audit { order_id }) = &settings.command {
         return run_audit(&settings, order_id).await;
@@ -38,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || pg.stop()).await?;
     }
     served?;
-    println!("flashsale stopped");
+    // Whoever reads our stdout may be gone by now; that is no reason to fail.
+    let _ = writeln!(std::io::stdout(), "flashsale stopped");
     Ok(())
 }
 

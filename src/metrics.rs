@@ -108,3 +108,178 @@ pub fn render() -> String {
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
     String::from_utf8(out).unwrap_or_default()
 }
+
+pub const HTTP_REQUESTS_TOTAL: &str = "flashsale_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "flashsale_http_request_duration_seconds";
+pub const CHECKOUT_DURATION_SECONDS: &str = "flashsale_checkout_duration_seconds";
+pub const PRODUCT_STOCK_AVAILABLE: &str = "flashsale_product_stock_available";
+pub const PRODUCT_STOCK_TOTAL: &str = "flashsale_product_stock_total";
+pub const MAILBOX_DEPTH: &str = "flashsale_mailbox_depth";
+pub const CACHE_REQUESTS_TOTAL: &str = "flashsale_cache_requests_total";
+pub const DB_POOL_CONNECTIONS: &str = "flashsale_db_pool_connections";
+pub const OVERSELL_GUARD_TOTAL: &str = "flashsale_oversell_guard_total";
+pub const BUILD_INFO: &str = "flashsale_build_info";
+
+/// Latency buckets, seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Products whose stock is exported, at most (label cardinality stays bounded).
+pub const MAX_STOCK_SERIES: usize = 1000;
+
+/// RED: requests by matched route, method and status.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests, by route, method and status",
+        &["route", "method", "status"]
+    )
+    .expect("metric")
+});
+
+pub static HTTP_DURATION: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    prometheus::register_histogram_vec!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        "HTTP request latency, by route and method",
+        &["route", "method"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric")
+});
+
+pub static CHECKOUT_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        CHECKOUT_DURATION_SECONDS,
+        "Checkout latency, every outcome",
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric")
+});
+
+pub static STOCK_AVAILABLE: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        PRODUCT_STOCK_AVAILABLE,
+        "Units left, per loaded product",
+        &["product_id"]
+    )
+    .expect("metric")
+});
+
+pub static STOCK_TOTAL: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        PRODUCT_STOCK_TOTAL,
+        "Units put in, per loaded product",
+        &["product_id"]
+    )
+    .expect("metric")
+});
+
+static MAILBOX_DEPTHS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        MAILBOX_DEPTH,
+        "Messages waiting in mailboxes, by actor kind",
+        &["actor"]
+    )
+    .expect("metric")
+});
+
+/// The depth gauge of one actor kind (`store`, `product`, `writer`): up on send, down on
+/// handling.
+pub fn mailbox_depth(actor: &str) -> prometheus::IntGauge {
+    MAILBOX_DEPTHS.with_label_values(&[actor])
+}
+
+pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        CACHE_REQUESTS_TOTAL,
+        "Cache lookups, by cache and result",
+        &["cache", "result"]
+    )
+    .expect("metric")
+});
+
+/// Counts one lookup of `cache`.
+pub fn cache_lookup(cache: &str, hit: bool) {
+    CACHE_REQUESTS
+        .with_label_values(&[cache, if hit { "hit" } else { "miss" }])
+        .inc();
+}
+
+pub static DB_POOL: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        DB_POOL_CONNECTIONS,
+        "Pool connections, by pool and state",
+        &["pool", "state"]
+    )
+    .expect("metric")
+});
+
+/// Records a pool's size, idle connections and waiters.
+pub fn record_pool(name: &str, pool: &crate::db::Pool) {
+    let status = pool.status();
+    DB_POOL
+        .with_label_values(&[name, "size"])
+        .set(status.size as i64);
+    DB_POOL
+        .with_label_values(&[name, "available"])
+        .set(status.available as i64);
+    DB_POOL
+        .with_label_values(&[name, "waiting"])
+        .set(status.waiting as i64);
+}
+
+/// The database refused a stock update that would have oversold: the last line of
+/// defence fired, which means the in-memory decision was wrong. Alert on any.
+pub static OVERSELL_GUARD: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        OVERSELL_GUARD_TOTAL,
+        "Stock updates the database refused as an oversell"
+    )
+    .expect("metric")
+});
+
+pub static BUILD: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(BUILD_INFO, "Build information (always 1)", &["version"])
+        .expect("metric")
+});
+
+/// Makes the series that must exist from the start exist (a dashboard should show 0,
+/// not "no data").
+pub fn register_all() {
+    BUILD.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    LazyLock::force(&OVERSELL_GUARD);
+    LazyLock::force(&DB_UP_GAUGE);
+    LazyLock::force(&CHECKOUT_DURATION);
+    LazyLock::force(&WRITER_BATCH_SIZE_HIST);
+    LazyLock::force(&WRITER_COMMIT);
+    for actor in ["store", "product", "writer"] {
+        mailbox_depth(actor);
+        MAILBOX_REJECTIONS.with_label_values(&[actor]);
+    }
+    for outcome in ["committed", "rolled_back", "unknown"] {
+        WRITER_BATCHES.with_label_values(&[outcome]);
+    }
+    for outcome in ["committed", "duplicate", "failed", "unknown"] {
+        WRITER_ORDERS.with_label_values(&[outcome]);
+    }
+    for outcome in [
+        "created",
+        "replayed",
+        "sold_out",
+        "overloaded",
+        "unavailable",
+        "rate_limited",
+    ] {
+        CHECKOUTS.with_label_values(&[outcome]);
+    }
+    for source in ["memory", "database"] {
+        IDEMPOTENT_REPLAYS.with_label_values(&[source]);
+    }
+    for cache in ["api_keys", "idempotency", "snapshot"] {
+        for result in ["hit", "miss"] {
+            CACHE_REQUESTS.with_label_values(&[cache, result]);
+        }
+    }
+    LazyLock::force(&STOCK_AVAILABLE);
+    LazyLock::force(&STOCK_TOTAL);
+}

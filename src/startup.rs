@@ -30,6 +30,7 @@ impl Application {
         database_url: &str,
         admin_token: &str,
     ) -> anyhow::Result<Self> {
+        crate::metrics::register_all();
         let pool = db::create_pool(database_url, settings.db_pool_size)?;
         db::migrate(&pool).await?;
         if settings.seed_demo {
@@ -75,6 +76,7 @@ pub fn run(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(http::observe::observe))
             .configure(http::configure)
     })
     .workers(workers)

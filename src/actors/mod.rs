@@ -60,6 +60,11 @@ pub enum Checkout {
 /// What actors share: the pool, the writer, the threads they run on.
 pub struct Shared {
     pub pool: Pool,
+    /// The writer's own pool (see [`Actors::start`]); here for its metrics.
+    pub writer_pool: Pool,
+    /// How many products export their stock as metrics (at most
+    /// [`crate::metrics::MAX_STOCK_SERIES`]).
+    pub stock_series: AtomicUsize,
     pub writer: Addr<OrderWriter>,
     pub mailbox_capacity: usize,
     /// The database circuit breaker.
@@ -97,10 +102,12 @@ impl Actors {
             .collect();
         let writer_arbiter = Arbiter::new();
         let health = Arc::new(crate::db::health::DbHealth::default());
-        let writer_actor = OrderWriter::new(writer_pool, health.clone(), settings);
+        let writer_actor = OrderWriter::new(writer_pool.clone(), health.clone(), settings);
         let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
         let shared = Arc::new(Shared {
             pool,
+            writer_pool,
+            stock_series: AtomicUsize::new(0),
             writer,
             mailbox_capacity: settings.mailbox_capacity,
             health,
@@ -119,6 +126,12 @@ impl Actors {
 
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
+    }
+
+    /// Records both pools' use in the metrics.
+    pub fn record_pools(&self) {
+        crate::metrics::record_pool("main", &self.shared.pool);
+        crate::metrics::record_pool("writer", &self.shared.writer_pool);
     }
 
     pub fn health(&self) -> &crate::db::health::DbHealth {
@@ -156,7 +169,7 @@ impl Actors {
             msg,
         };
         match self.store(store_id).try_send(envelope) {
-            Ok(()) => {}
+            Ok(()) => crate::metrics::mailbox_depth("store").inc(),
             Err(SendError::Full(envelope)) => {
                 crate::metrics::MAILBOX_REJECTIONS
                     .with_label_values(&["store"])

@@ -29,6 +29,7 @@ use crate::domain::ledger::Ledger;
 use crate::domain::order::{CheckoutBody, NewOrder, Order};
 use crate::domain::product::{Product, StockView};
 use crate::metrics::MAILBOX_REJECTIONS;
+use crate::telemetry::SPAN_PRODUCT_CHECKOUT;
 
 /// How long the actor of an id that names no product lingers, answering 404 without
 /// asking the database again.
@@ -37,6 +38,8 @@ const MISSING_LINGER: Duration = Duration::from_secs(10);
 /// A checkout, validated, on its way to the product.
 #[derive(Debug)]
 pub struct CheckoutCommand {
+    /// The span of the hop that sent it; the next hop's span is its child.
+    pub span: tracing::Span,
     pub body: CheckoutBody,
     pub idempotency_key: String,
     pub request_hash: [u8; 32],
@@ -106,6 +109,20 @@ pub enum ProductMsg {
 }
 
 impl ProductMsg {
+    /// The span a traced message carries (checkouts).
+    pub fn span(&self) -> Option<&tracing::Span> {
+        match self {
+            ProductMsg::Checkout { cmd, .. } => Some(&cmd.span),
+            _ => None,
+        }
+    }
+
+    pub fn set_span(&mut self, span: tracing::Span) {
+        if let ProductMsg::Checkout { cmd, .. } = self {
+            cmd.span = span;
+        }
+    }
+
     /// Answers the message with `failure` (it was not delivered or cannot be served).
     pub fn fail(self, failure: Failure) {
         match self {
@@ -186,6 +203,8 @@ pub(super) struct Loaded {
     gate_closed: bool,
     /// Payment holds: reserved orders, each with its expiry timer.
     pub(super) holds: Holds,
+    /// (available, total) gauges, for the first products loaded (bounded cardinality).
+    stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
 }
 
 pub(super) enum State {
@@ -238,6 +257,7 @@ async fn load_product(
         gate,
         gate_closed: false,
         holds: Holds::default(),
+        stock_gauges: None,
     };
     loaded.publish_gate();
     Ok(Some((loaded, reserved)))
@@ -255,7 +275,19 @@ impl Actor for ProductActor {
         );
         // `wait`: no message is handled until the state is known.
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
-            Ok(Some((loaded, reserved))) => {
+            Ok(Some((mut loaded, reserved))) => {
+                let series = act
+                    .shared
+                    .stock_series
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if series < crate::metrics::MAX_STOCK_SERIES {
+                    let id = [act.product_id.as_str()];
+                    loaded.stock_gauges = Some((
+                        crate::metrics::STOCK_AVAILABLE.with_label_values(&id),
+                        crate::metrics::STOCK_TOTAL.with_label_values(&id),
+                    ));
+                    loaded.publish_stock();
+                }
                 act.shared
                     .gates
                     .insert(act.product_id.clone(), loaded.gate.clone());
@@ -279,6 +311,15 @@ impl Actor for ProductActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.shared.gates.invalidate(&self.product_id);
+        if let State::Ready(loaded) = &self.state {
+            if loaded.stock_gauges.is_some() {
+                let _ = crate::metrics::STOCK_AVAILABLE.remove_label_values(&[&self.product_id]);
+                let _ = crate::metrics::STOCK_TOTAL.remove_label_values(&[&self.product_id]);
+                self.shared
+                    .stock_series
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -286,6 +327,7 @@ impl Handler<ProductMsg> for ProductActor {
     type Result = ();
 
     fn handle(&mut self, msg: ProductMsg, ctx: &mut Self::Context) {
+        crate::metrics::mailbox_depth("product").dec();
         let loaded = match &mut self.state {
             State::Ready(loaded) => loaded,
             State::Missing => return msg.fail(Failure::NotFound),
@@ -322,6 +364,8 @@ fn checkout(
     shared: &Shared,
     ctx: &mut Context<ProductActor>,
 ) {
+    let span = tracing::debug_span!(parent: &cmd.span, SPAN_PRODUCT_CHECKOUT, product.id = %loaded.product.id);
+    let _entered = span.enter();
     if let Some((order_id, request_hash)) = loaded.keys.get(&cmd.idempotency_key) {
         let known = Checkout::KnownKey {
             order_id: order_id.clone(),
@@ -379,8 +423,10 @@ fn checkout(
         order: new_order,
         product: ctx.address(),
         reply,
+        span: span.clone(),
     }) {
         Ok(()) => {
+            crate::metrics::mailbox_depth("writer").inc();
             loaded
                 .keys
                 .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
@@ -497,6 +543,14 @@ impl Loaded {
         self.product.updated_at = now;
         self.snapshot = None;
         self.publish_gate();
+        self.publish_stock();
+    }
+
+    fn publish_stock(&self) {
+        if let Some((available, total)) = &self.stock_gauges {
+            available.set(self.ledger.available());
+            total.set(self.ledger.total());
+        }
     }
 
     /// New stored values (a PATCH); the stock numbers stay the ledger's.
@@ -520,9 +574,11 @@ impl Loaded {
     fn snapshot(&mut self, now: DateTime<Utc>) -> Arc<Snapshot> {
         if let Some(s) = &self.snapshot {
             if s.valid_until.is_none_or(|t| now < t) {
+                crate::metrics::cache_lookup("snapshot", true);
                 return s.clone();
             }
         }
+        crate::metrics::cache_lookup("snapshot", false);
         self.product.stock_total = self.ledger.total();
         self.product.stock_available = self.ledger.available();
         let view = self.product.to_view(now);

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use super::product::{ProductActor, ProductMsg};
 use super::{Failure, Shared};
 use crate::metrics::MAILBOX_REJECTIONS;
+use crate::telemetry::SPAN_STORE;
 
 /// A message for one of the store's products.
 #[derive(Message)]
@@ -72,13 +73,22 @@ impl Handler<ToProduct> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, ToProduct { product_id, msg }: ToProduct, _: &mut Self::Context) {
+        crate::metrics::mailbox_depth("store").dec();
         let mut msg = msg;
+        // The hop through the store, in the checkout's trace.
+        let span = msg.span().map(
+            |parent| tracing::debug_span!(parent: parent, SPAN_STORE, product.id = %product_id),
+        );
+        let _entered = span.as_ref().map(|s| s.enter());
+        if let Some(span) = &span {
+            msg.set_span(span.clone());
+        }
         // Once more if the actor stopped between our check and the send (an unknown id's
         // actor stops itself after a while; a failed load stops it at once).
         for _ in 0..2 {
             let warm = matches!(msg, ProductMsg::Warm);
             match self.product(&product_id, warm).try_send(msg) {
-                Ok(()) => return,
+                Ok(()) => return crate::metrics::mailbox_depth("product").inc(),
                 Err(SendError::Full(m)) => {
                     MAILBOX_REJECTIONS.with_label_values(&["product"]).inc();
                     return m.fail(Failure::Overloaded);

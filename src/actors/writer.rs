@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use super::product::{CheckoutReply, GiveBack, ProductActor};
 use super::{Checkout, Failure};
@@ -23,6 +24,7 @@ use crate::db::orders::{existing_ids, insert_batch, BatchError};
 use crate::db::Pool;
 use crate::domain::order::NewOrder;
 use crate::metrics::{WRITER_BATCHES, WRITER_BATCH_SIZE_HIST, WRITER_COMMIT, WRITER_ORDERS};
+use crate::telemetry::SPAN_WRITER_BATCH;
 
 /// How long to keep asking whether a batch with a lost COMMIT is in the database.
 const RECONCILE_FOR: Duration = Duration::from_secs(30);
@@ -35,6 +37,8 @@ pub struct Write {
     /// Where the stock goes back if the order does not become durable.
     pub product: Addr<ProductActor>,
     pub reply: CheckoutReply,
+    /// The product actor's checkout span; the batch span links to it.
+    pub span: tracing::Span,
 }
 
 impl Write {
@@ -99,10 +103,18 @@ impl OrderWriter {
             let batch: Vec<Write> = self.queue.drain(..n).collect();
             self.in_flight += 1;
             let pool = self.pool.clone();
+            // One span per batch, linked to every checkout it carries (each checkout's
+            // own trace shows where its order went).
+            let span =
+                tracing::debug_span!(parent: None, SPAN_WRITER_BATCH, batch.size = batch.len());
+            for w in &batch {
+                span.follows_from(&w.span);
+            }
             let write = async move {
                 let outcome = write_batch(&pool, &batch).await;
                 (batch, outcome)
-            };
+            }
+            .instrument(span);
             ctx.spawn(write.into_actor(self).map(|(batch, outcome), act, ctx| {
                 act.in_flight -= 1;
                 if !matches!(outcome, Outcome::Committed(_)) {
@@ -142,6 +154,13 @@ async fn write_batch(pool: &Pool, batch: &[Write]) -> Outcome {
     match result {
         Ok(ids) => Outcome::Committed(ids),
         Err(BatchError::RolledBack(e)) => {
+            if crate::db::violated_constraint(&e) == Some("products_stock_available_range") {
+                crate::metrics::OVERSELL_GUARD.inc();
+                tracing::error!(
+                    batch.size = batch.len(),
+                    "the database refused an oversell; batch rolled back"
+                );
+            }
             tracing::warn!(batch.size = batch.len(), error = %e, "order batch rolled back");
             Outcome::RolledBack
         }
@@ -230,6 +249,7 @@ impl Handler<Write> for OrderWriter {
     type Result = ();
 
     fn handle(&mut self, write: Write, ctx: &mut Self::Context) {
+        crate::metrics::mailbox_depth("writer").dec();
         if self.queue.len() >= self.queue_limit {
             return write.abandon(Failure::Overloaded);
         }

@@ -3,6 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use tokio_postgres::GenericClient;
+use tracing::Instrument;
+
+use crate::telemetry::{SPAN_DB_COMMIT, SPAN_DB_INSERT_ORDERS, SPAN_DB_TAKE_STOCK};
 
 use crate::domain::order::{NewOrder, Order};
 
@@ -166,6 +169,7 @@ pub async fn insert_batch(
                 &marketing,
             ],
         )
+        .instrument(tracing::debug_span!(SPAN_DB_INSERT_ORDERS, db.rows = n))
         .await
         .map_err(BatchError::RolledBack)?;
     let mut taken: BTreeMap<String, i64> = BTreeMap::new();
@@ -190,18 +194,25 @@ pub async fn insert_batch(
             .await
             .map_err(BatchError::RolledBack)?;
         tx.execute(&take, &[&products, &quantities])
+            .instrument(tracing::debug_span!(
+                SPAN_DB_TAKE_STOCK,
+                db.products = products.len()
+            ))
             .await
             .map_err(BatchError::RolledBack)?;
     }
-    tx.commit().await.map_err(|e| {
-        // A COMMIT the server answered with an error did not commit; a connection lost
-        // on the way may have.
-        if e.as_db_error().is_some() {
-            BatchError::RolledBack(e)
-        } else {
-            BatchError::Unknown(e)
-        }
-    })?;
+    tx.commit()
+        .instrument(tracing::debug_span!(SPAN_DB_COMMIT))
+        .await
+        .map_err(|e| {
+            // A COMMIT the server answered with an error did not commit; a connection lost
+            // on the way may have.
+            if e.as_db_error().is_some() {
+                BatchError::RolledBack(e)
+            } else {
+                BatchError::Unknown(e)
+            }
+        })?;
     Ok(inserted)
 }
 

@@ -62,7 +62,9 @@ impl FromRequest for Caller {
             if hash == state.admin_token_hash {
                 return Ok(Caller::Operator);
             }
-            let grant = match state.keys.get(&hash) {
+            let cached = state.keys.get(&hash);
+            crate::metrics::cache_lookup("api_keys", cached.is_some());
+            let grant = match cached {
                 Some(cached) => cached,
                 None => {
                     let client = state.pool.get().await?;

@@ -133,7 +133,9 @@ pub async fn checkout(
     caller: Caller,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let result = place_order(&req, &state, &caller, body).await;
+    crate::metrics::CHECKOUT_DURATION.observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
         Ok(r) if r.headers().contains_key(IDEMPOTENT_REPLAYED) => "replayed",
         Ok(r) if r.status() == StatusCode::CREATED => "created",
@@ -155,7 +157,9 @@ async fn place_order(
     let body = parse_checkout(&body.0)?;
     let request_hash = body.fingerprint();
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
-    if let Some(known) = state.idempotency.get(&cache_key) {
+    let known = state.idempotency.get(&cache_key);
+    crate::metrics::cache_lookup("idempotency", known.is_some());
+    if let Some(known) = known {
         return answer_known(&known, request_hash);
     }
     // The sold-out fast path: refused without a mailbox or the database. A key the
@@ -190,6 +194,7 @@ async fn place_order(
     };
 
     let cmd = CheckoutCommand {
+        span: tracing::Span::current(),
         body,
         idempotency_key: key.clone(),
         request_hash,

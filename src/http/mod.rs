@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod checkout;
 pub mod errors;
+pub mod observe;
 pub mod openapi;
 pub mod ops;
 pub mod orders;

@@ -154,7 +154,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// An application on an existing database (a restart).
 pub async fn spawn_app_on(db_url: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
-    flashsale::telemetry::init("warn");
+    spans();
     let mut settings = test_settings(db_url);
     tune(&mut settings);
     let admin_token = new_id("op");
@@ -171,6 +171,21 @@ pub async fn spawn_app_on(db_url: &str, tune: impl FnOnce(&mut Settings)) -> Tes
         client: reqwest::Client::new(),
         handle,
     }
+}
+
+static SPANS: OnceLock<opentelemetry_sdk::trace::InMemorySpanExporter> = OnceLock::new();
+
+/// Every span every test made, as the OpenTelemetry layer exported them (tracing is on in
+/// the test process, with an in-memory exporter).
+pub fn spans() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
+    SPANS.get_or_init(|| {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider =
+            flashsale::telemetry::provider_with(|b| b.with_simple_exporter(exporter.clone()));
+        // Installed for the life of the process.
+        std::mem::forget(flashsale::telemetry::init_with("warn", Some(provider)));
+        exporter
+    })
 }
 
 /// A store's id and keys.

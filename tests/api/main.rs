@@ -9,6 +9,7 @@ mod checkout;
 mod crash;
 mod edge;
 mod lifecycle;
+mod observability;
 mod outage;
 mod products;
 mod stampede;
