@@ -183,10 +183,21 @@ static MAILBOX_DEPTHS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+static DEPTH_STORE: LazyLock<prometheus::IntGauge> =
+    LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["store"]));
+static DEPTH_PRODUCT: LazyLock<prometheus::IntGauge> =
+    LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["product"]));
+static DEPTH_WRITER: LazyLock<prometheus::IntGauge> =
+    LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["writer"]));
+
 /// The depth gauge of one actor kind (`store`, `product`, `writer`): up on send, down on
-/// handling.
-pub fn mailbox_depth(actor: &str) -> prometheus::IntGauge {
-    MAILBOX_DEPTHS.with_label_values(&[actor])
+/// handling. Resolved once: it is touched on every hop of every request.
+pub fn mailbox_depth(actor: &str) -> &'static prometheus::IntGauge {
+    match actor {
+        "store" => &DEPTH_STORE,
+        "product" => &DEPTH_PRODUCT,
+        _ => &DEPTH_WRITER,
+    }
 }
 
 pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -198,11 +209,31 @@ pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
-/// Counts one lookup of `cache`.
+/// (hit, miss) counters of each cache, resolved once (they are counted on hot paths).
+static CACHE_COUNTERS: LazyLock<[(prometheus::IntCounter, prometheus::IntCounter); 4]> =
+    LazyLock::new(|| {
+        ["api_keys", "idempotency", "snapshot", "listing"].map(|c| {
+            (
+                CACHE_REQUESTS.with_label_values(&[c, "hit"]),
+                CACHE_REQUESTS.with_label_values(&[c, "miss"]),
+            )
+        })
+    });
+
+/// Counts one lookup of `cache` (`api_keys`, `idempotency`, `snapshot`, `listing`).
 pub fn cache_lookup(cache: &str, hit: bool) {
-    CACHE_REQUESTS
-        .with_label_values(&[cache, if hit { "hit" } else { "miss" }])
-        .inc();
+    let i = match cache {
+        "api_keys" => 0,
+        "idempotency" => 1,
+        "snapshot" => 2,
+        _ => 3,
+    };
+    let (hits, misses) = &CACHE_COUNTERS[i];
+    if hit {
+        hits.inc()
+    } else {
+        misses.inc()
+    }
 }
 
 pub static DB_POOL: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
@@ -275,11 +306,7 @@ pub fn register_all() {
     for source in ["memory", "database"] {
         IDEMPOTENT_REPLAYS.with_label_values(&[source]);
     }
-    for cache in ["api_keys", "idempotency", "snapshot"] {
-        for result in ["hit", "miss"] {
-            CACHE_REQUESTS.with_label_values(&[cache, result]);
-        }
-    }
+    LazyLock::force(&CACHE_COUNTERS);
     LazyLock::force(&STOCK_AVAILABLE);
     LazyLock::force(&STOCK_TOTAL);
 }

@@ -69,6 +69,9 @@ pub struct Shared {
     pub mailbox_capacity: usize,
     /// The database circuit breaker.
     pub health: Arc<crate::db::health::DbHealth>,
+    /// product id → its current rendered snapshot, published by its actor so that reads
+    /// need no mailbox; the actor removes it on every change, before it answers.
+    pub snapshots: moka::sync::Cache<String, Arc<product::Snapshot>>,
     /// product id → the gate its actor publishes (see [`product::Gate`]).
     pub gates: moka::sync::Cache<String, Arc<product::Gate>>,
     arbiters: Vec<ArbiterHandle>,
@@ -112,6 +115,7 @@ impl Actors {
             mailbox_capacity: settings.mailbox_capacity,
             health,
             gates: moka::sync::Cache::builder().build(),
+            snapshots: moka::sync::Cache::builder().max_capacity(100_000).build(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });
@@ -136,6 +140,11 @@ impl Actors {
 
     pub fn health(&self) -> &crate::db::health::DbHealth {
         &self.shared.health
+    }
+
+    /// The published snapshot of a product, if its actor has one current.
+    pub fn snapshot(&self, product_id: &str) -> Option<Arc<product::Snapshot>> {
+        self.shared.snapshots.get(product_id)
     }
 
     /// The sold-out gate of a product whose actor is running, if any.

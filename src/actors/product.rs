@@ -189,6 +189,15 @@ pub struct Snapshot {
     pub last_modified: DateTime<Utc>,
     /// The status in `body` changes at this instant (a sale window edge).
     valid_until: Option<DateTime<Utc>>,
+    /// Whose product this is (a reader from another store must not get it).
+    pub store_id: String,
+}
+
+impl Snapshot {
+    /// Whether the representation still holds at `now` (no sale-window edge passed).
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        self.valid_until.is_none_or(|t| now < t)
+    }
 }
 
 pub(super) struct Loaded {
@@ -203,6 +212,9 @@ pub(super) struct Loaded {
     gate_closed: bool,
     /// Payment holds: reserved orders, each with its expiry timer.
     pub(super) holds: Holds,
+    /// Where the current snapshot is published for readers, and whether it is there now.
+    published: moka::sync::Cache<String, Arc<Snapshot>>,
+    is_published: bool,
     /// (available, total) gauges, for the first products loaded (bounded cardinality).
     stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
 }
@@ -234,6 +246,7 @@ impl ProductActor {
 
 async fn load_product(
     pool: db::Pool,
+    snapshots: moka::sync::Cache<String, Arc<Snapshot>>,
     store_id: String,
     product_id: String,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
@@ -243,6 +256,7 @@ async fn load_product(
     };
     let held = db::products::held_by_customer(&**client, &product_id).await?;
     let keys = db::products::idempotency_keys(&**client, &product_id).await?;
+    let published = snapshots;
     let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
     let gate = Arc::new(Gate {
@@ -258,6 +272,8 @@ async fn load_product(
         gate_closed: false,
         holds: Holds::default(),
         stock_gauges: None,
+        published,
+        is_published: false,
     };
     loaded.publish_gate();
     Ok(Some((loaded, reserved)))
@@ -270,6 +286,7 @@ impl Actor for ProductActor {
         ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
         let load = load_product(
             self.shared.pool.clone(),
+            self.shared.snapshots.clone(),
             self.store_id.clone(),
             self.product_id.clone(),
         );
@@ -311,6 +328,7 @@ impl Actor for ProductActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.shared.gates.invalidate(&self.product_id);
+        self.shared.snapshots.invalidate(&self.product_id);
         if let State::Ready(loaded) = &self.state {
             if loaded.stock_gauges.is_some() {
                 let _ = crate::metrics::STOCK_AVAILABLE.remove_label_values(&[&self.product_id]);
@@ -542,6 +560,10 @@ impl Loaded {
     pub(super) fn touch(&mut self, now: DateTime<Utc>) {
         self.product.updated_at = now;
         self.snapshot = None;
+        if self.is_published {
+            self.published.invalidate(&self.product.id);
+            self.is_published = false;
+        }
         self.publish_gate();
         self.publish_stock();
     }
@@ -574,11 +596,9 @@ impl Loaded {
     fn snapshot(&mut self, now: DateTime<Utc>) -> Arc<Snapshot> {
         if let Some(s) = &self.snapshot {
             if s.valid_until.is_none_or(|t| now < t) {
-                crate::metrics::cache_lookup("snapshot", true);
                 return s.clone();
             }
         }
-        crate::metrics::cache_lookup("snapshot", false);
         self.product.stock_total = self.ledger.total();
         self.product.stock_available = self.ledger.available();
         let view = self.product.to_view(now);
@@ -601,8 +621,12 @@ impl Loaded {
             body: body.into(),
             stock_body: stock_body.into(),
             valid_until,
+            store_id: self.product.store_id.clone(),
         });
         self.snapshot = Some(snapshot.clone());
+        self.published
+            .insert(self.product.id.clone(), snapshot.clone());
+        self.is_published = true;
         snapshot
     }
 }

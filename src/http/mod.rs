@@ -48,6 +48,9 @@ pub enum Idempotency {
     },
 }
 
+/// How long a rendered listing page is reused: its advertised max-age.
+pub const LISTING_TTL: Duration = Duration::from_secs(1);
+
 /// What every handler shares.
 pub struct AppState {
     pub pool: Pool,
@@ -59,6 +62,12 @@ pub struct AppState {
     /// `store_id \x1f key` → result.
     pub idempotency: moka::sync::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
+    /// Rendered listing pages (`generation \x1f store \x1f kind?query` → JSON), kept
+    /// for the max-age they advertise.
+    pub listings: moka::sync::Cache<String, actix_web::web::Bytes>,
+    /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
+    /// it is never served after it.
+    pub catalog_generation: std::sync::atomic::AtomicU64,
     /// Set once migrations ran; `/readyz` also asks the database.
     pub ready: AtomicBool,
 }
@@ -83,6 +92,11 @@ impl AppState {
                 .time_to_live(IDEMPOTENCY_TTL)
                 .build(),
             body_limit: settings.body_limit,
+            listings: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(LISTING_TTL)
+                .build(),
+            catalog_generation: std::sync::atomic::AtomicU64::new(0),
             ready: AtomicBool::new(false),
         }
     }

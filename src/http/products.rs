@@ -24,6 +24,8 @@ use crate::domain::validate::{FieldError, Fields, Optional, Required};
 /// little stale while they revalidate, and carry a spike through a database outage.
 const PRODUCT_CACHE_CONTROL: &str =
     "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
+/// Listings: from the database, kept in memory for their max-age.
+const LISTING_CACHE_CONTROL: &str = "public, max-age=1";
 /// The stock endpoint is never older than a second.
 const STOCK_CACHE_CONTROL: &str = "public, max-age=1";
 
@@ -121,16 +123,24 @@ pub async fn create_product(
                 ApiError::from(e)
             }
         })?;
+    catalog_changed(&state);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
         .json(product.to_view(Utc::now())))
 }
 
+/// The product's snapshot: as published by its actor (no mailbox), or from the actor.
 async fn read_snapshot(
     state: &AppState,
     store_id: &str,
     product_id: &str,
 ) -> Result<Arc<Snapshot>, ApiError> {
+    let published = state.actors.snapshot(product_id);
+    let hit = published.filter(|s| s.store_id == store_id && s.is_current(Utc::now()));
+    crate::metrics::cache_lookup("snapshot", hit.is_some());
+    if let Some(snapshot) = hit {
+        return Ok(snapshot);
+    }
     ask(|reply| {
         state
             .actors
@@ -287,6 +297,7 @@ pub async fn restock_product(
         )
     })
     .await?;
+    catalog_changed(&state);
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, snapshot.etag.as_str()))
         .content_type("application/json")
@@ -430,6 +441,7 @@ pub async fn patch_product(
             )]));
         }
     };
+    catalog_changed(&state);
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, snapshot.etag.as_str()))
         .content_type("application/json")
@@ -472,6 +484,22 @@ pub async fn list_products(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
+    let render = render_list_products(&req, &state, &grant.store_id);
+    cached_listing(
+        &state,
+        &grant.store_id,
+        "products",
+        req.query_string(),
+        render,
+    )
+    .await
+}
+
+async fn render_list_products(
+    req: &HttpRequest,
+    state: &AppState,
+    store_id: &str,
+) -> Result<web::Bytes, ApiError> {
     let mut params = Params::parse(req.query_string())?;
     let status = params.one_of("status", PRODUCT_STATUSES);
     let sort_name = params
@@ -500,7 +528,7 @@ pub async fn list_products(
     let after_ref = after.as_ref().map(|(k, id)| (*k, id.as_str()));
     let mut products = db::products::list_products(
         &**client,
-        &grant.store_id,
+        store_id,
         status.as_deref(),
         sort,
         desc,
@@ -516,7 +544,7 @@ pub async fn list_products(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(ProductPage {
+    Ok(to_json(&ProductPage {
         items: views(&products, fields.as_deref()),
         next_cursor,
     }))
@@ -535,6 +563,15 @@ pub async fn drops(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
+    let render = render_drops(&req, &state, &grant.store_id);
+    cached_listing(&state, &grant.store_id, "drops", req.query_string(), render).await
+}
+
+async fn render_drops(
+    req: &HttpRequest,
+    state: &AppState,
+    store_id: &str,
+) -> Result<web::Bytes, ApiError> {
     let mut params = Params::parse(req.query_string())?;
     let from = params.timestamp("from");
     let to = params.timestamp("to");
@@ -549,8 +586,49 @@ pub async fn drops(
         )]));
     }
     let client = state.pool.get().await?;
-    let products = db::products::drops(&**client, &grant.store_id, from, to, MAX_DROPS).await?;
-    Ok(HttpResponse::Ok().json(DropCalendar {
+    let products = db::products::drops(&**client, store_id, from, to, MAX_DROPS).await?;
+    Ok(to_json(&DropCalendar {
         items: views(&products, fields.as_deref()),
     }))
+}
+
+fn to_json(value: &impl serde::Serialize) -> web::Bytes {
+    serde_json::to_vec(value).unwrap_or_default().into()
+}
+
+/// A listing page: rendered once per catalog generation and max-age, then served from
+/// memory. Refusals (422) are not kept.
+async fn cached_listing(
+    state: &AppState,
+    store_id: &str,
+    kind: &str,
+    query: &str,
+    render: impl std::future::Future<Output = Result<web::Bytes, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let generation = state
+        .catalog_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let key = format!("{generation}\u{1f}{store_id}\u{1f}{kind}?{query}");
+    let cached = state.listings.get(&key);
+    crate::metrics::cache_lookup("listing", cached.is_some());
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let body = render.await?;
+            state.listings.insert(key, body.clone());
+            body
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, LISTING_CACHE_CONTROL))
+        .insert_header((header::VARY, "Authorization, Accept-Encoding"))
+        .content_type("application/json")
+        .body(body))
+}
+
+/// A catalog write happened: listings rendered before it are not served after it.
+fn catalog_changed(state: &AppState) {
+    state
+        .catalog_generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
 }
