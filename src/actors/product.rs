@@ -187,6 +187,8 @@ pub struct Snapshot {
     /// Strong validator: a hash of `body`.
     pub etag: String,
     pub last_modified: DateTime<Utc>,
+    /// `last_modified` as an HTTP date, formatted once.
+    pub last_modified_http: String,
     /// The status in `body` changes at this instant (a sale window edge).
     valid_until: Option<DateTime<Utc>>,
     /// Whose product this is (a reader from another store must not get it).
@@ -618,6 +620,11 @@ impl Loaded {
         let snapshot = Arc::new(Snapshot {
             etag: format!("\"{}\"", hex::encode(&digest[..12])),
             last_modified: self.product.updated_at,
+            last_modified_http: self
+                .product
+                .updated_at
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
             body: body.into(),
             stock_body: stock_body.into(),
             valid_until,

@@ -128,16 +128,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/stores").route(web::post().to(stores::create_store)))
                 .service(resource("/stores/{id}").route(web::get().to(stores::get_store)))
                 .service(
+                    // Listings compress themselves, once per cached page.
                     resource("/products")
-                        .wrap(Compress::default())
                         .route(web::post().to(products::create_product))
                         .route(web::get().to(products::list_products)),
                 )
-                .service(
-                    resource("/drops")
-                        .wrap(Compress::default())
-                        .route(web::get().to(products::drops)),
-                )
+                .service(resource("/drops").route(web::get().to(products::drops)))
                 .service(
                     resource("/products/{id}")
                         .route(web::get().to(products::get_product))

@@ -160,10 +160,6 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         })
 }
 
-fn http_date(t: chrono::DateTime<Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
 /// Whether the client's copy (`If-None-Match`, else `If-Modified-Since`) is current.
 fn client_is_current(req: &HttpRequest, snapshot: &Snapshot) -> bool {
     if req.headers().contains_key(header::IF_NONE_MATCH) {
@@ -202,7 +198,7 @@ fn conditional(
     };
     response
         .insert_header((header::ETAG, snapshot.etag.as_str()))
-        .insert_header((header::LAST_MODIFIED, http_date(snapshot.last_modified)))
+        .insert_header((header::LAST_MODIFIED, snapshot.last_modified_http.as_str()))
         .insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL))
         .insert_header((header::VARY, "Authorization"));
     if degraded {
@@ -485,14 +481,7 @@ pub async fn list_products(
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let render = render_list_products(&req, &state, &grant.store_id);
-    cached_listing(
-        &state,
-        &grant.store_id,
-        "products",
-        req.query_string(),
-        render,
-    )
-    .await
+    cached_listing(&req, &state, &grant.store_id, "products", render).await
 }
 
 async fn render_list_products(
@@ -564,7 +553,7 @@ pub async fn drops(
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let render = render_drops(&req, &state, &grant.store_id);
-    cached_listing(&state, &grant.store_id, "drops", req.query_string(), render).await
+    cached_listing(&req, &state, &grant.store_id, "drops", render).await
 }
 
 async fn render_drops(
@@ -596,34 +585,109 @@ fn to_json(value: &impl serde::Serialize) -> web::Bytes {
     serde_json::to_vec(value).unwrap_or_default().into()
 }
 
-/// A listing page: rendered once per catalog generation and max-age, then served from
-/// memory. Refusals (422) are not kept.
+/// A listing page: rendered (and compressed, for clients that accept it) once per
+/// catalog generation and max-age, then served from memory. Refusals (422) are not kept.
 async fn cached_listing(
+    req: &HttpRequest,
     state: &AppState,
     store_id: &str,
     kind: &str,
-    query: &str,
     render: impl std::future::Future<Output = Result<web::Bytes, ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
+    let encoding = Encoding::accepted(req);
     let generation = state
         .catalog_generation
         .load(std::sync::atomic::Ordering::Acquire);
-    let key = format!("{generation}\u{1f}{store_id}\u{1f}{kind}?{query}");
+    let key = format!(
+        "{generation}\u{1f}{store_id}\u{1f}{kind}?{}\u{1f}{}",
+        req.query_string(),
+        encoding.name()
+    );
     let cached = state.listings.get(&key);
     crate::metrics::cache_lookup("listing", cached.is_some());
     let body = match cached {
         Some(body) => body,
         None => {
-            let body = render.await?;
+            let body = encoding.encode(render.await?);
             state.listings.insert(key, body.clone());
             body
         }
     };
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .insert_header((header::CACHE_CONTROL, LISTING_CACHE_CONTROL))
         .insert_header((header::VARY, "Authorization, Accept-Encoding"))
-        .content_type("application/json")
-        .body(body))
+        .content_type("application/json");
+    if encoding != Encoding::Identity {
+        response.insert_header((header::CONTENT_ENCODING, encoding.name()));
+    }
+    Ok(response.body(body))
+}
+
+/// How a listing is sent: compressed where it pays (lists are kilobytes of JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Brotli,
+    Gzip,
+    Identity,
+}
+
+impl Encoding {
+    /// The best the client accepts: brotli, then gzip.
+    fn accepted(req: &HttpRequest) -> Self {
+        let accepted = req
+            .headers()
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let offers = |name: &str| {
+            accepted.split(',').any(|part| {
+                let mut it = part.split(';');
+                let coding = it.next().unwrap_or("").trim();
+                let refused = it.any(|p| p.trim().replace(' ', "") == "q=0");
+                coding.eq_ignore_ascii_case(name) && !refused
+            })
+        };
+        if offers("br") {
+            Encoding::Brotli
+        } else if offers("gzip") {
+            Encoding::Gzip
+        } else {
+            Encoding::Identity
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Gzip => "gzip",
+            Encoding::Identity => "identity",
+        }
+    }
+
+    fn encode(self, body: web::Bytes) -> web::Bytes {
+        use std::io::Write;
+        match self {
+            Encoding::Identity => body,
+            Encoding::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let _ = encoder.write_all(&body);
+                encoder.finish().map(web::Bytes::from).unwrap_or(body)
+            }
+            Encoding::Brotli => {
+                let mut out = Vec::new();
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: 5,
+                    ..Default::default()
+                };
+                match brotli::BrotliCompress(&mut body.as_ref(), &mut out, &params) {
+                    Ok(_) => out.into(),
+                    Err(_) => body,
+                }
+            }
+        }
+    }
 }
 
 /// A catalog write happened: listings rendered before it are not served after it.

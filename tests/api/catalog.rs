@@ -133,6 +133,24 @@ async fn listings_filter_sort_page_pick_fields_and_compress() {
             .await
             .unwrap();
         assert_eq!(response.headers()["content-encoding"], encoding);
+        let compressed = response.bytes().await.unwrap();
+        let mut plain = Vec::new();
+        use std::io::Read;
+        if encoding == "gzip" {
+            flate2::read::GzDecoder::new(compressed.as_ref())
+                .read_to_end(&mut plain)
+                .unwrap();
+        } else {
+            brotli::Decompressor::new(compressed.as_ref(), 4096)
+                .read_to_end(&mut plain)
+                .unwrap();
+        }
+        let page: Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            5,
+            "{encoding} decodes to the page"
+        );
     }
     let single = app
         .client
