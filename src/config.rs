@@ -20,6 +20,13 @@
 //! | `FLASHSALE_IDEMPOTENCY_CACHE` | 1000000 | idempotency results kept in memory |
 //! | `FLASHSALE_SEED_DEMO` | true | seed a demo store into an empty database |
 //! | `FLASHSALE_WARM_LEAD_SECS` | 60 | products whose sale starts this soon are loaded ahead |
+//! | `FLASHSALE_RATE_FREE` | 20 | requests/s a free store may make (0: unlimited) |
+//! | `FLASHSALE_RATE_PRO` | 500 | requests/s a pro store may make |
+//! | `FLASHSALE_RATE_ENTERPRISE` | 0 | requests/s an enterprise store may make (0: unlimited) |
+//! | `FLASHSALE_RATE_PER_KEY` | 0 | requests/s per API key (0: off) |
+//! | `FLASHSALE_CHECKOUT_RATE_PER_CUSTOMER` | 5 | checkouts/s per customer (free, pro) |
+//! | `FLASHSALE_CHECKOUT_RATE_PER_ADDRESS` | 100 | checkouts/s per client address (free, pro) |
+//! | `FLASHSALE_MAX_IN_FLIGHT` | 4096 | requests in flight before load is shed by priority |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -100,6 +107,44 @@ pub struct Settings {
     /// the first second of a drop reads no database.
     #[arg(long, env = "FLASHSALE_WARM_LEAD_SECS", default_value_t = DEFAULT_WARM_LEAD_SECS)]
     pub warm_lead_secs: u64,
+
+    /// Requests per second a `free` store may make (0: unlimited).
+    #[arg(long, env = "FLASHSALE_RATE_FREE", default_value_t = 20)]
+    pub rate_free: u32,
+
+    /// Requests per second a `pro` store may make (0: unlimited).
+    #[arg(long, env = "FLASHSALE_RATE_PRO", default_value_t = 500)]
+    pub rate_pro: u32,
+
+    /// Requests per second an `enterprise` store may make (0: unlimited, and no per-buyer
+    /// limits either).
+    #[arg(long, env = "FLASHSALE_RATE_ENTERPRISE", default_value_t = 0)]
+    pub rate_enterprise: u32,
+
+    /// Requests per second per API key (0: off; the store's limit still applies).
+    #[arg(long, env = "FLASHSALE_RATE_PER_KEY", default_value_t = 0)]
+    pub rate_per_key: u32,
+
+    /// Checkouts per second per customer id (free and pro stores; 0: off).
+    #[arg(
+        long,
+        env = "FLASHSALE_CHECKOUT_RATE_PER_CUSTOMER",
+        default_value_t = 5
+    )]
+    pub checkout_rate_per_customer: u32,
+
+    /// Checkouts per second per client address (free and pro stores; 0: off).
+    #[arg(
+        long,
+        env = "FLASHSALE_CHECKOUT_RATE_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    pub checkout_rate_per_address: u32,
+
+    /// Requests in flight at which load is shed, by priority: browsing from half of it,
+    /// checkouts from 80 %, confirm and cancel only beyond it.
+    #[arg(long, env = "FLASHSALE_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
 
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -76,6 +76,9 @@ pub fn run(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // The last wrap is outermost: every request, shed ones included, is observed;
+            // shedding comes before anything else is spent on a request.
+            .wrap(actix_web::middleware::from_fn(http::observe::admit))
             .wrap(actix_web::middleware::from_fn(http::observe::observe))
             .configure(http::configure)
     })
@@ -105,6 +108,7 @@ async fn tick(state: std::sync::Weak<AppState>, warm_lead_secs: u64) {
         since_warm += PROBE_EVERY;
         if up && since_warm >= WARM_EVERY {
             since_warm = Duration::ZERO;
+            state.actors.forget_idle_limits();
             if let Err(e) = warm_products(&state, warm_lead_secs).await {
                 tracing::warn!(error = %e, "cache warming failed");
             }

@@ -12,6 +12,7 @@
 //! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
 
 mod holds;
+pub mod limits;
 pub mod product;
 pub mod store;
 pub mod writer;
@@ -89,6 +90,10 @@ impl Shared {
 pub struct Actors {
     shared: Arc<Shared>,
     stores: RwLock<HashMap<String, Addr<StoreActor>>>,
+    /// Each store's rate limits, kept beside its actor in the directory so that the HTTP
+    /// workers check them without a mailbox hop.
+    limits: RwLock<HashMap<String, Arc<limits::StoreLimits>>>,
+    settings: crate::config::Settings,
     /// The threads actors run on; stopped with the directory.
     arbiters: Vec<Arbiter>,
 }
@@ -124,6 +129,8 @@ impl Actors {
         Actors {
             shared,
             stores: RwLock::new(HashMap::new()),
+            limits: RwLock::new(HashMap::new()),
+            settings: settings.clone(),
             arbiters: all,
         }
     }
@@ -140,6 +147,24 @@ impl Actors {
 
     pub fn health(&self) -> &crate::db::health::DbHealth {
         &self.shared.health
+    }
+
+    /// The rate limits of the store behind `grant` (made on first use, by its plan).
+    pub fn limits(&self, grant: &crate::db::stores::KeyGrant) -> Arc<limits::StoreLimits> {
+        if let Some(l) = self.limits.read().expect("limits").get(&grant.store_id) {
+            return l.clone();
+        }
+        let mut all = self.limits.write().expect("limits");
+        all.entry(grant.store_id.clone())
+            .or_insert_with(|| Arc::new(limits::StoreLimits::for_plan(&grant.plan, &self.settings)))
+            .clone()
+    }
+
+    /// Lets the limiters forget idle buyers (bounded memory).
+    pub fn forget_idle_limits(&self) {
+        for l in self.limits.read().expect("limits").values() {
+            l.forget_idle();
+        }
     }
 
     /// The published snapshot of a product, if its actor has one current.

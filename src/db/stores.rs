@@ -28,6 +28,8 @@ pub struct KeyGrant {
     pub key_id: String,
     pub store_id: String,
     pub role: KeyRole,
+    /// The store's plan (its rate tier).
+    pub plan: String,
 }
 
 fn store_from_row(row: &tokio_postgres::Row) -> Store {
@@ -101,7 +103,8 @@ pub async fn find_key(
 ) -> Result<Option<KeyGrant>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, store_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT k.id, k.store_id, k.role, s.plan FROM api_keys k JOIN stores s ON s.id = k.store_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
             &[&hash.as_slice()],
         )
         .await?;
@@ -110,6 +113,7 @@ pub async fn find_key(
             key_id: r.get("id"),
             store_id: r.get("store_id"),
             role: KeyRole::parse(r.get("role"))?,
+            plan: r.get("plan"),
         })
     }))
 }

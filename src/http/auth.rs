@@ -73,7 +73,9 @@ impl FromRequest for Caller {
                     grant
                 }
             };
-            grant.map(Caller::Key).ok_or(ApiError::Unauthorized)
+            let grant = grant.ok_or(ApiError::Unauthorized)?;
+            state.actors.limits(&grant).check_request(&grant.key_id)?;
+            Ok(Caller::Key(grant))
         })
     }
 }

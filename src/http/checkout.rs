@@ -155,6 +155,11 @@ async fn place_order(
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let key = idempotency_key(req)?;
     let body = parse_checkout(&body.0)?;
+    let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+    state
+        .actors
+        .limits(grant)
+        .check_checkout(&body.customer_id, client_addr.as_deref())?;
     let request_hash = body.fingerprint();
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
     let known = state.idempotency.get(&cache_key);
@@ -199,7 +204,7 @@ async fn place_order(
         idempotency_key: key.clone(),
         request_hash,
         api_key_id: grant.key_id.clone(),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        client_addr,
     };
     let product_id = cmd.body.product_id.clone();
     let answer = ask(|reply| {

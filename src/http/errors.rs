@@ -48,6 +48,11 @@ pub enum ApiError {
     /// 422 `idempotency_key_reused`: the key came with another request before.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// 429 `rate_limited`: over a rate limit; retry after `Retry-After`.
+    #[error(
+        "over the rate limit of {limit} requests per second; retry after {retry_after_secs} s"
+    )]
+    RateLimited { limit: u32, retry_after_secs: u64 },
     /// 503 `overloaded`: a queue is full; retry after `Retry-After`.
     #[error("the service is at capacity; retry shortly")]
     Overloaded,
@@ -79,6 +84,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Validation(_) => "validation_failed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable => "unavailable",
         }
@@ -96,6 +102,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::Validation(_) => "Validation failed",
             ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::RateLimited { .. } => "Rate limited",
             ApiError::Overloaded => "Overloaded",
             ApiError::Unavailable => "Unavailable",
         }
@@ -181,6 +188,17 @@ impl From<Failure> for ApiError {
     }
 }
 
+impl From<crate::actors::limits::Limited> for ApiError {
+    fn from(l: crate::actors::limits::Limited) -> Self {
+        // Whole seconds, rounded up: never tell a client to come back too early.
+        let secs = l.retry_after.as_secs() + u64::from(l.retry_after.subsec_nanos() > 0);
+        ApiError::RateLimited {
+            limit: l.limit,
+            retry_after_secs: secs.max(1),
+        }
+    }
+}
+
 impl From<Vec<FieldError>> for ApiError {
     fn from(errors: Vec<FieldError>) -> Self {
         ApiError::Validation(errors)
@@ -214,6 +232,7 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -227,6 +246,17 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RateLimited {
+                limit,
+                retry_after_secs,
+            } => {
+                let wait = retry_after_secs.to_string();
+                response
+                    .insert_header((header::RETRY_AFTER, wait.clone()))
+                    .insert_header(("RateLimit-Limit", limit.to_string()))
+                    .insert_header(("RateLimit-Remaining", "0"))
+                    .insert_header(("RateLimit-Reset", wait));
             }
             _ => {}
         }

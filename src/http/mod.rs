@@ -68,6 +68,9 @@ pub struct AppState {
     /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
     /// it is never served after it.
     pub catalog_generation: std::sync::atomic::AtomicU64,
+    /// Requests in flight now, and where shedding starts (see `observe::admit`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub max_in_flight: usize,
     /// Set once migrations ran; `/readyz` also asks the database.
     pub ready: AtomicBool,
 }
@@ -97,6 +100,8 @@ impl AppState {
                 .time_to_live(LISTING_TTL)
                 .build(),
             catalog_generation: std::sync::atomic::AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_in_flight: settings.max_in_flight,
             ready: AtomicBool::new(false),
         }
     }

@@ -140,6 +140,10 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.db_pool_size = 6;
     settings.http_workers = Some(2);
     settings.arbiters = Some(2);
+    // Tests hammer pro stores from one address; the limit tests set their own.
+    settings.rate_pro = 0;
+    settings.checkout_rate_per_customer = 0;
+    settings.checkout_rate_per_address = 0;
     settings
 }
 

@@ -9,6 +9,7 @@ mod checkout;
 mod crash;
 mod edge;
 mod lifecycle;
+mod limits;
 mod observability;
 mod outage;
 mod products;

@@ -1,0 +1,125 @@
+//! Request-rate limits of one store, held by its store actor and shared (read-mostly,
+//! lock-free GCRA cells from `governor`) with the HTTP workers that enforce them.
+//!
+//! - the store as a whole, by plan (`free`, `pro`, `enterprise`; enterprise unlimited by
+//!   default);
+//! - each API key (`FLASHSALE_RATE_PER_KEY`, off by default);
+//! - on checkout, each customer and each client address (free and pro plans).
+//!
+//! Each limit allows a burst of one second's worth.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Settings;
+
+/// Why a request was refused: which limit, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// Requests per second the limit allows.
+    pub limit: u32,
+    /// When a request would be allowed again.
+    pub retry_after: Duration,
+}
+
+pub struct StoreLimits {
+    store: Option<(u32, DefaultDirectRateLimiter)>,
+    per_key: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+    per_customer: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+    per_address: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+}
+
+fn quota(per_second: u32) -> Option<(u32, Quota)> {
+    let rate = NonZeroU32::new(per_second)?;
+    Some((per_second, Quota::per_second(rate).allow_burst(rate)))
+}
+
+fn check_direct(limiter: &Option<(u32, DefaultDirectRateLimiter)>) -> Result<(), Limited> {
+    let Some((limit, limiter)) = limiter else {
+        return Ok(());
+    };
+    limiter.check().map_err(|not_until| Limited {
+        limit: *limit,
+        retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+    })
+}
+
+fn check_keyed(
+    limiter: &Option<(u32, DefaultKeyedRateLimiter<String>)>,
+    key: &str,
+) -> Result<(), Limited> {
+    let Some((limit, limiter)) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check_key(&key.to_owned())
+        .map_err(|not_until| Limited {
+            limit: *limit,
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+}
+
+impl StoreLimits {
+    /// The limits of a store on `plan`.
+    pub fn for_plan(plan: &str, settings: &Settings) -> Self {
+        let store_rate = match plan {
+            "free" => settings.rate_free,
+            "pro" => settings.rate_pro,
+            _ => settings.rate_enterprise,
+        };
+        // Enterprise buys its way out of the per-buyer limits too, unless it has a rate.
+        let buyer_limits = plan != "enterprise" || store_rate > 0;
+        let keyed = |rate: u32| quota(rate).map(|(r, q)| (r, RateLimiter::keyed(q)));
+        StoreLimits {
+            store: quota(store_rate).map(|(r, q)| (r, RateLimiter::direct(q))),
+            per_key: if buyer_limits {
+                keyed(settings.rate_per_key)
+            } else {
+                None
+            },
+            per_customer: if buyer_limits {
+                keyed(settings.checkout_rate_per_customer)
+            } else {
+                None
+            },
+            per_address: if buyer_limits {
+                keyed(settings.checkout_rate_per_address)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Any request with this store's key.
+    pub fn check_request(&self, key_id: &str) -> Result<(), Limited> {
+        check_direct(&self.store)?;
+        check_keyed(&self.per_key, key_id)
+    }
+
+    /// A checkout, on top of [`StoreLimits::check_request`].
+    pub fn check_checkout(
+        &self,
+        customer_id: &str,
+        client_addr: Option<&str>,
+    ) -> Result<(), Limited> {
+        check_keyed(&self.per_customer, customer_id)?;
+        match client_addr {
+            Some(addr) => check_keyed(&self.per_address, addr),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets buyers and keys whose limits are back to full (bounds memory).
+    pub fn forget_idle(&self) {
+        for (_, limiter) in [&self.per_key, &self.per_customer, &self.per_address]
+            .into_iter()
+            .flatten()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
