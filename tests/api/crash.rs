@@ -2,7 +2,6 @@
 //! stopped with SIGTERM in the middle of one.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::helpers::{checkout_body, connect, fresh_database, stock_from_db};
+use crate::helpers::{checkout_body, connect, fresh_database, listening_url, stock_from_db};
 
 const TOKEN: &str = "op_crash_test";
 
@@ -30,19 +29,7 @@ async fn start_binary(db_url: &str) -> (Child, String) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("Failed to start flashsale");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("flashsale listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("flashsale did not start listening");
+    let url = listening_url(&mut child).await;
     (child, url)
 }
 

@@ -332,3 +332,22 @@ pub async fn stock_from_db(db: &tokio_postgres::Client, product_id: &str) -> (i6
         .unwrap();
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
+
+/// The base URL a running `flashsale` binary prints once it listens; its stdout keeps
+/// being drained (a closed pipe would fail its last words).
+pub async fn listening_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("the binary's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("flashsale listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("flashsale did not start listening")
+}

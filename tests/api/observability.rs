@@ -13,7 +13,7 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use serde_json::json;
 
-use crate::helpers::{checkout_body, fresh_database, spans, spawn_app};
+use crate::helpers::{checkout_body, fresh_database, listening_url, spans, spawn_app};
 use flashsale::telemetry::{
     SPAN_DB_COMMIT, SPAN_DB_INSERT_ORDERS, SPAN_DB_TAKE_STOCK, SPAN_HTTP, SPAN_PRODUCT_CHECKOUT,
     SPAN_STORE, SPAN_WRITER_BATCH,
@@ -174,20 +174,7 @@ async fn the_binary_exports_its_spans_over_otlp_http() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (url_tx, url_rx) = mpsc::channel();
-    // Drains the binary's stdout for its whole life.
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("flashsale listening on ") {
-                let _ = url_tx.send(url.to_owned());
-            }
-        }
-    });
-    let base = tokio::task::spawn_blocking(move || url_rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("the binary did not start");
+    let base = listening_url(&mut child).await;
     let client = reqwest::Client::new();
     let created: serde_json::Value = client
         .post(format!("{base}/api/v1/stores"))
