@@ -27,6 +27,7 @@
 //! | `FLASHSALE_CHECKOUT_RATE_PER_CUSTOMER` | 5 | checkouts/s per customer (free, pro) |
 //! | `FLASHSALE_CHECKOUT_RATE_PER_ADDRESS` | 100 | checkouts/s per client address (free, pro) |
 //! | `FLASHSALE_MAX_IN_FLIGHT` | 4096 | requests in flight before load is shed by priority |
+//! | `FLASHSALE_QUEUE_SECRET` | random | signs waiting-room admission tokens |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -145,6 +146,11 @@ pub struct Settings {
     /// checkouts from 80 %, confirm and cancel only beyond it.
     #[arg(long, env = "FLASHSALE_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
+
+    /// Secret that signs waiting-room tokens (set it when several instances serve one
+    /// store). Unset: a random one per process, so tokens do not outlive a restart.
+    #[arg(long, env = "FLASHSALE_QUEUE_SECRET", hide_env_values = true)]
+    pub queue_secret: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -68,6 +68,8 @@ pub struct Shared {
     pub stock_series: AtomicUsize,
     pub writer: Addr<OrderWriter>,
     pub mailbox_capacity: usize,
+    /// Signs waiting-room admission tokens.
+    pub queue_secret: Vec<u8>,
     /// The database circuit breaker.
     pub health: Arc<crate::db::health::DbHealth>,
     /// product id → its current rendered snapshot, published by its actor so that reads
@@ -119,6 +121,11 @@ impl Actors {
             writer,
             mailbox_capacity: settings.mailbox_capacity,
             health,
+            queue_secret: settings
+                .queue_secret
+                .clone()
+                .map(String::into_bytes)
+                .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()),
             gates: moka::sync::Cache::builder().build(),
             snapshots: moka::sync::Cache::builder().max_capacity(100_000).build(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),

@@ -25,9 +25,10 @@ use crate::db;
 pub use crate::db::orders::ChangedBy;
 use crate::db::orders::HeldOrder;
 use crate::domain::ids::new_id;
-use crate::domain::ledger::Ledger;
+use crate::domain::ledger::{Ledger, Refusal};
 use crate::domain::order::{CheckoutBody, NewOrder, Order};
 use crate::domain::product::{Product, StockView};
+use crate::domain::waiting_room::{self, Place, Queue};
 use crate::metrics::MAILBOX_REJECTIONS;
 use crate::telemetry::SPAN_PRODUCT_CHECKOUT;
 
@@ -45,11 +46,22 @@ pub struct CheckoutCommand {
     pub request_hash: [u8; 32],
     pub api_key_id: String,
     pub client_addr: Option<String>,
+    /// `Waiting-Room-Token`, for a drop with a waiting room.
+    pub queue_token: Option<String>,
 }
 
 pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
 pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
 pub type LifecycleReply = oneshot::Sender<Result<Lifecycle, Failure>>;
+pub type QueueReply = oneshot::Sender<Result<Option<QueueAnswer>, Failure>>;
+
+/// A place in a waiting room, and the admission token once it is the buyer's turn.
+#[derive(Debug, Clone)]
+pub struct QueueAnswer {
+    pub place: Place,
+    pub token: Option<String>,
+}
+
 pub type PatchReply = oneshot::Sender<Result<Arc<Snapshot>, PatchFailure>>;
 
 /// Why a PATCH did not apply.
@@ -90,6 +102,16 @@ pub enum ProductMsg {
     Patch {
         patch: db::products::ProductPatch,
         reply: PatchReply,
+    },
+    /// Joins the drop's waiting room (or finds the customer's place again).
+    Queue {
+        customer_id: String,
+        reply: QueueReply,
+    },
+    /// Where a waiting-room ticket stands (with a token once admitted).
+    QueueStatus {
+        ticket: String,
+        reply: QueueReply,
     },
     /// Nothing but start (load and render) the actor: cache warming before a drop.
     Warm,
@@ -135,6 +157,9 @@ impl ProductMsg {
             }
             ProductMsg::Patch { reply, .. } => {
                 drop(reply.send(Err(PatchFailure::Failure(failure))))
+            }
+            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
+                drop(reply.send(Err(failure)))
             }
             ProductMsg::Warm => {}
         }
@@ -217,6 +242,8 @@ pub(super) struct Loaded {
     /// Where the current snapshot is published for readers, and whether it is there now.
     published: moka::sync::Cache<String, Arc<Snapshot>>,
     is_published: bool,
+    /// The drop's waiting room (in memory: a restart empties it).
+    queue: Queue,
     /// (available, total) gauges, for the first products loaded (bounded cardinality).
     stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
 }
@@ -274,6 +301,7 @@ async fn load_product(
         gate_closed: false,
         holds: Holds::default(),
         stock_gauges: None,
+        queue: Queue::default(),
         published,
         is_published: false,
     };
@@ -371,6 +399,16 @@ impl Handler<ProductMsg> for ProductActor {
                 reply,
             } => self.cancel(order_id, by, reply, ctx),
             ProductMsg::Patch { patch, reply } => self.patch(patch, reply, ctx),
+            ProductMsg::Queue { customer_id, reply } => {
+                let _ = reply.send(
+                    loaded
+                        .join_queue(&customer_id, &self.shared.queue_secret)
+                        .map(Some),
+                );
+            }
+            ProductMsg::QueueStatus { ticket, reply } => {
+                let _ = reply.send(Ok(loaded.queue_place(&ticket, &self.shared.queue_secret)));
+            }
             ProductMsg::Warm => {}
         }
     }
@@ -399,6 +437,21 @@ fn checkout(
     let product = &loaded.product;
     let body = cmd.body;
     let max = product.max_per_customer.map(i64::from);
+    if product.waiting_room.is_some() {
+        let admitted = cmd.queue_token.as_deref().is_some_and(|token| {
+            waiting_room::verify(
+                &shared.queue_secret,
+                token,
+                &product.id,
+                &body.customer_id,
+                now,
+            )
+        });
+        if !admitted {
+            let _ = reply.send(Err(Failure::Refused(Refusal::WaitingRoomTokenRequired)));
+            return;
+        }
+    }
     if let Err(refusal) = loaded.ledger.take(
         &body.customer_id,
         body.quantity,
@@ -575,6 +628,35 @@ impl Loaded {
             available.set(self.ledger.available());
             total.set(self.ledger.total());
         }
+    }
+
+    fn join_queue(&mut self, customer_id: &str, secret: &[u8]) -> Result<QueueAnswer, Failure> {
+        let (Some(room), Some(starts_at)) =
+            (self.product.waiting_room, self.product.sale_starts_at)
+        else {
+            return Err(Failure::Refused(Refusal::NoWaitingRoom));
+        };
+        let place = self
+            .queue
+            .join(&room, starts_at, customer_id, Utc::now())
+            .map_err(|_| Failure::Refused(Refusal::QueueNotOpen))?;
+        Ok(self.admit(place, secret))
+    }
+
+    fn queue_place(&mut self, ticket: &str, secret: &[u8]) -> Option<QueueAnswer> {
+        let (room, starts_at) = (self.product.waiting_room?, self.product.sale_starts_at?);
+        let place = self.queue.place(&room, starts_at, ticket, Utc::now())?;
+        Some(self.admit(place, secret))
+    }
+
+    /// The place, with a token if its time has come.
+    fn admit(&self, place: Place, secret: &[u8]) -> QueueAnswer {
+        let now = Utc::now();
+        let token = place.admit_at.filter(|at| *at <= now).map(|_| {
+            let expires = now + chrono::Duration::seconds(waiting_room::TOKEN_TTL_SECS);
+            waiting_room::sign(secret, &self.product.id, &place.customer_id, expires)
+        });
+        QueueAnswer { place, token }
     }
 
     /// New stored values (a PATCH); the stock numbers stay the ledger's.

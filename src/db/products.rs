@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
 use crate::domain::product::Product;
+use crate::domain::waiting_room::WaitingRoom;
 
 /// A validated new product.
 #[derive(Debug, Clone)]
@@ -20,10 +21,12 @@ pub struct NewProduct {
     pub sale_starts_at: Option<DateTime<Utc>>,
     pub sale_ends_at: Option<DateTime<Utc>>,
     pub hold_seconds: i32,
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 const PRODUCT_COLUMNS: &str = "id, store_id, sku, name, description, price_cents, currency, stock_total, \
-     stock_available, max_per_customer, sale_starts_at, sale_ends_at, hold_seconds, created_at, updated_at";
+     stock_available, max_per_customer, sale_starts_at, sale_ends_at, hold_seconds, queue_opens_seconds, \
+     queue_admit_per_second, created_at, updated_at";
 
 fn product_from_row(r: &tokio_postgres::Row) -> Product {
     Product {
@@ -40,6 +43,16 @@ fn product_from_row(r: &tokio_postgres::Row) -> Product {
         sale_starts_at: r.get("sale_starts_at"),
         sale_ends_at: r.get("sale_ends_at"),
         hold_seconds: r.get("hold_seconds"),
+        waiting_room: match (
+            r.get("queue_opens_seconds"),
+            r.get("queue_admit_per_second"),
+        ) {
+            (Some(opens_seconds_before), Some(admit_per_second)) => Some(WaitingRoom {
+                opens_seconds_before,
+                admit_per_second,
+            }),
+            _ => None,
+        },
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }
@@ -54,8 +67,9 @@ pub async fn insert_product(
 ) -> Result<Product, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO products (id, store_id, sku, name, description, price_cents, currency, stock_total, \
-         stock_available, max_per_customer, sale_starts_at, sale_ends_at, hold_seconds) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12) RETURNING {PRODUCT_COLUMNS}"
+         stock_available, max_per_customer, sale_starts_at, sale_ends_at, hold_seconds, \
+         queue_opens_seconds, queue_admit_per_second) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14) RETURNING {PRODUCT_COLUMNS}"
     );
     let row = client
         .query_one(
@@ -73,6 +87,8 @@ pub async fn insert_product(
                 &p.sale_starts_at,
                 &p.sale_ends_at,
                 &p.hold_seconds,
+                &p.waiting_room.map(|w| w.opens_seconds_before),
+                &p.waiting_room.map(|w| w.admit_per_second),
             ],
         )
         .await?;
@@ -171,6 +187,7 @@ pub struct ProductPatch {
     pub sale_starts_at: Option<Option<DateTime<Utc>>>,
     pub sale_ends_at: Option<Option<DateTime<Utc>>>,
     pub hold_seconds: Option<i32>,
+    pub waiting_room: Option<Option<WaitingRoom>>,
 }
 
 /// Applies a PATCH; a window that ends before it starts breaks `products_sale_window`.
@@ -189,6 +206,8 @@ pub async fn update_product(
             sale_starts_at = CASE WHEN $11 THEN $12 ELSE sale_starts_at END,
             sale_ends_at = CASE WHEN $13 THEN $14 ELSE sale_ends_at END,
             hold_seconds = CASE WHEN $15 THEN $16 ELSE hold_seconds END,
+            queue_opens_seconds = CASE WHEN $17 THEN $18 ELSE queue_opens_seconds END,
+            queue_admit_per_second = CASE WHEN $17 THEN $19 ELSE queue_admit_per_second END,
             updated_at = now()
          WHERE id = $1 AND store_id = $2
          RETURNING {PRODUCT_COLUMNS}"
@@ -213,6 +232,9 @@ pub async fn update_product(
                 &p.sale_ends_at.flatten(),
                 &p.hold_seconds.is_some(),
                 &p.hold_seconds,
+                &p.waiting_room.is_some(),
+                &p.waiting_room.flatten().map(|w| w.opens_seconds_before),
+                &p.waiting_room.flatten().map(|w| w.admit_per_second),
             ],
         )
         .await?;

@@ -29,6 +29,12 @@ pub enum Refusal {
     HoldExpired,
     /// The order was cancelled; it cannot be confirmed.
     OrderCancelled,
+    /// The drop admits buyers through its waiting room: no valid token, no checkout.
+    WaitingRoomTokenRequired,
+    /// The product has no waiting room to join.
+    NoWaitingRoom,
+    /// The waiting room's pre-queue window has not opened yet.
+    QueueNotOpen,
 }
 
 /// Stock accounting of one product.

@@ -5,3 +5,4 @@ pub mod ledger;
 pub mod order;
 pub mod product;
 pub mod validate;
+pub mod waiting_room;

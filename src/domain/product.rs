@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ledger::SaleWindow;
+use super::waiting_room::WaitingRoom;
 
 /// A product row.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Product {
     pub sale_starts_at: Option<DateTime<Utc>>,
     pub sale_ends_at: Option<DateTime<Utc>>,
     pub hold_seconds: i32,
+    /// A drop that admits buyers through a virtual waiting room.
+    pub waiting_room: Option<WaitingRoom>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -70,6 +73,7 @@ impl Product {
             sale_starts_at: self.sale_starts_at,
             sale_ends_at: self.sale_ends_at,
             hold_seconds: self.hold_seconds,
+            waiting_room: self.waiting_room,
             status: self.status(now),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -93,6 +97,7 @@ pub struct ProductView<'a> {
     pub sale_starts_at: Option<DateTime<Utc>>,
     pub sale_ends_at: Option<DateTime<Utc>>,
     pub hold_seconds: i32,
+    pub waiting_room: Option<WaitingRoom>,
     pub status: ProductStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

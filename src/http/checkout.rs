@@ -20,6 +20,7 @@ use crate::metrics::{CHECKOUTS, IDEMPOTENT_REPLAYS};
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+pub const WAITING_ROOM_TOKEN: &str = "Waiting-Room-Token";
 
 /// `POST /checkout` body.
 #[derive(utoipa::ToSchema)]
@@ -205,6 +206,11 @@ async fn place_order(
         request_hash,
         api_key_id: grant.key_id.clone(),
         client_addr,
+        queue_token: req
+            .headers()
+            .get(WAITING_ROOM_TOKEN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     let product_id = cmd.body.product_id.clone();
     let answer = ask(|reply| {

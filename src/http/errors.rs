@@ -158,6 +158,23 @@ impl ApiError {
                 "Hold expired",
                 "the payment hold lapsed and its stock went back on sale".to_owned(),
             ),
+            Refusal::WaitingRoomTokenRequired => (
+                "waiting_room_token_required",
+                "Waiting room token required",
+                "this drop admits buyers through its waiting room: join it, and check out with the \
+                 Waiting-Room-Token it gives once admitted"
+                    .to_owned(),
+            ),
+            Refusal::NoWaitingRoom => (
+                "no_waiting_room",
+                "No waiting room",
+                "this product has no waiting room".to_owned(),
+            ),
+            Refusal::QueueNotOpen => (
+                "queue_not_open",
+                "Queue not open",
+                "the waiting room has not opened yet".to_owned(),
+            ),
             Refusal::OrderCancelled => (
                 "order_cancelled",
                 "Order cancelled",

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod query;
+pub mod queue;
 pub mod stores;
 
 use std::sync::atomic::AtomicBool;
@@ -143,6 +144,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     resource("/products/{id}")
                         .route(web::get().to(products::get_product))
                         .route(web::patch().to(products::patch_product)),
+                )
+                .service(resource("/products/{id}/queue").route(web::post().to(queue::join)))
+                .service(
+                    resource("/products/{id}/queue/{ticket}").route(web::get().to(queue::status)),
                 )
                 .service(resource("/products/{id}/stock").route(web::get().to(products::get_stock)))
                 .service(

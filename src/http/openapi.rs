@@ -22,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         super::products::drops,
         super::checkout::checkout,
         super::orders::get_order,
+        super::queue::join,
+        super::queue::status,
         super::orders::list,
         super::orders::confirm,
         super::orders::cancel,

@@ -19,6 +19,7 @@ use crate::db::violated_constraint;
 use crate::domain::ids::new_id;
 use crate::domain::product::Product;
 use crate::domain::validate::{FieldError, Fields, Optional, Required};
+use crate::domain::waiting_room::WaitingRoom;
 
 /// Product bodies change with every sale: caches may keep them a second, serve them a
 /// little stale while they revalidate, and carry a spike through a database outage.
@@ -48,6 +49,8 @@ pub struct CreateProductRequest {
     sale_ends_at: Option<chrono::DateTime<Utc>>,
     /// How long a checkout holds stock awaiting payment (default 0: confirmed at once).
     hold_seconds: Option<i32>,
+    /// A virtual waiting room for the drop (needs sale_starts_at).
+    waiting_room: Option<WaitingRoom>,
 }
 
 /// `POST /products/{id}/restock` body.
@@ -82,8 +85,15 @@ fn parse_new_product(body: &serde_json::Value) -> Result<NewProduct, Vec<FieldEr
         f.check(e > s, "sale_ends_at", "must be after sale_starts_at");
     }
     let hold_seconds = f.int("hold_seconds", Optional, 0..=7 * 24 * 3600);
+    let waiting_room = read_waiting_room(&mut f);
+    f.check(
+        waiting_room.is_none() || sale_starts_at.is_some(),
+        "waiting_room",
+        "needs sale_starts_at: the queue opens before the start",
+    );
     f.finish()?;
     Ok(NewProduct {
+        waiting_room,
         sku: sku.unwrap_or_default(),
         name: name.unwrap_or_default(),
         description,
@@ -315,6 +325,7 @@ pub const PRODUCT_FIELDS: &[&str] = &[
     "sale_starts_at",
     "sale_ends_at",
     "hold_seconds",
+    "waiting_room",
     "status",
     "created_at",
     "updated_at",
@@ -344,6 +355,7 @@ pub struct PatchProductRequest {
     sale_starts_at: Option<chrono::DateTime<Utc>>,
     sale_ends_at: Option<chrono::DateTime<Utc>>,
     hold_seconds: Option<i32>,
+    waiting_room: Option<WaitingRoom>,
 }
 
 /// A page of products.
@@ -381,6 +393,8 @@ fn parse_patch(body: &serde_json::Value) -> Result<ProductPatch, Vec<FieldError>
         .map(|m| m as i32);
     let starts = f.timestamp("sale_starts_at", Optional);
     let ends = f.timestamp("sale_ends_at", Optional);
+    let waiting_room = read_waiting_room(&mut f);
+    patch.waiting_room = given(&f, "waiting_room").then_some(waiting_room);
     patch.description = given(&f, "description").then_some(description);
     patch.max_per_customer = given(&f, "max_per_customer").then_some(max);
     patch.sale_starts_at = given(&f, "sale_starts_at").then_some(starts);
@@ -393,6 +407,7 @@ fn parse_patch(body: &serde_json::Value) -> Result<ProductPatch, Vec<FieldError>
         "sale_starts_at",
         "sale_ends_at",
         "hold_seconds",
+        "waiting_room",
     ]
     .iter()
     .any(|n| f.present(n));
@@ -426,7 +441,12 @@ pub async fn patch_product(
         Ok(snapshot) => snapshot,
         Err(PatchFailure::Failure(f)) => return Err(f.into()),
         Err(PatchFailure::Invalid(constraint)) => {
-            let field = if constraint == "products_sale_window" {
+            let field = if constraint == "products_waiting_room" {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "waiting_room",
+                    "needs sale_starts_at: the queue opens before the start",
+                )]));
+            } else if constraint == "products_sale_window" {
                 "sale_ends_at"
             } else {
                 "body"
@@ -695,4 +715,16 @@ fn catalog_changed(state: &AppState) {
     state
         .catalog_generation
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// `"waiting_room": {"opens_seconds_before": 1–86400, "admit_per_second": 1–100000}`.
+fn read_waiting_room(f: &mut Fields) -> Option<WaitingRoom> {
+    f.object("waiting_room", Optional, |w| {
+        let opens = w.int("opens_seconds_before", Required, 1..=86_400);
+        let rate = w.int("admit_per_second", Required, 1..=100_000);
+        Some(WaitingRoom {
+            opens_seconds_before: opens? as i32,
+            admit_per_second: rate? as i32,
+        })
+    })
 }

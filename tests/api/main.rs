@@ -14,3 +14,4 @@ mod observability;
 mod outage;
 mod products;
 mod stampede;
+mod waiting_room;
