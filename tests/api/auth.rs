@@ -298,15 +298,7 @@ async fn operations_endpoints_and_openapi_document() {
             .status(),
         200
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("# TYPE"), "{metrics}");
 
     let doc: Value = app

@@ -238,13 +238,8 @@ async fn patch_is_visible_at_once_and_the_old_price_never_comes_back() {
         );
     }
     let after = app
-        .client
-        .get(app.url(&path))
-        .bearer_auth(&store.storefront)
-        .header("If-None-Match", &old_etag)
-        .send()
-        .await
-        .unwrap();
+        .get_if_none_match(&path, &store.storefront, &old_etag)
+        .await;
     assert_eq!(after.status(), 200, "the old validator no longer matches");
     // New orders use the new price and limit.
     let order: Value = app

@@ -241,6 +241,34 @@ impl TestApp {
             .expect("request failed")
     }
 
+    /// A conditional GET: `If-None-Match: etag`.
+    pub async fn get_if_none_match(
+        &self,
+        path: &str,
+        token: &str,
+        etag: &str,
+    ) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .header("If-None-Match", etag)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn create_store(&self) -> StoreKeys {
         let response = self
             .post(

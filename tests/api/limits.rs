@@ -62,8 +62,18 @@ async fn a_plan_limit_holds_under_concurrency_and_says_when_to_come_back() {
         .parse()
         .unwrap();
     assert!(reset >= 1 && headers["retry-after"].to_str().unwrap() == reset.to_string());
+    // The refusal is a problem document (the bucket refills at 10/s, so ask until one
+    // comes back refused).
+    let mut refused = None;
+    for _ in 0..30 {
+        let response = app.get("/api/v1/products", &store.storefront).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+    }
     assert_problem(
-        app.get("/api/v1/products", &store.storefront).await,
+        refused.expect("a request over the limit"),
         429,
         "rate_limited",
     )
@@ -77,15 +87,7 @@ async fn a_plan_limit_holds_under_concurrency_and_says_when_to_come_back() {
         200
     );
     // And the 429s are in the metrics.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("route=\"/api/v1/products\",status=\"429\"}"),
         "429 by route in /metrics"
@@ -159,23 +161,34 @@ async fn checkout_limits_per_customer_and_per_address_hold_under_concurrency() {
         }
     };
     // One bot, many attempts: two (and what refills) get through.
+    // (What refills while a burst runs is allowed too: rate × elapsed.)
+    let started = Instant::now();
     let bot = fire(vec!["bot".to_owned(); 20]).await;
+    let refill = 2.0 * started.elapsed().as_secs_f64();
     let bought = bot.iter().filter(|s| **s == 201).count();
-    assert!((2..=3).contains(&bought), "bot bought {bought}");
+    assert!(
+        bought >= 2 && bought as f64 <= 2.0 + refill + 1.0,
+        "bot bought {bought}"
+    );
     assert!(bot.iter().all(|s| *s == 201 || *s == 429));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Many customers from one address: the address limit caps them.
+    let started = Instant::now();
     let crowd = fire((0..30).map(|i| format!("c{i}")).collect()).await;
+    let refill = 6.0 * started.elapsed().as_secs_f64();
     let bought = crowd.iter().filter(|s| **s == 201).count();
-    assert!((6..=8).contains(&bought), "one address bought {bought}");
-    let (_, available) = {
+    assert!(
+        bought >= 6 && bought as f64 <= 6.0 + refill + 1.0,
+        "one address bought {bought}"
+    );
+    let available = {
         let stock: Value = app
             .get(&format!("/api/v1/products/{product}/stock"), &store.admin)
             .await
             .json()
             .await
             .unwrap();
-        ((), stock["stock_available"].as_i64().unwrap())
+        stock["stock_available"].as_i64().unwrap()
     };
     let sold = bot
         .iter()

@@ -264,15 +264,7 @@ async fn every_metric_of_the_dashboards_and_alerts_is_on_metrics() {
             .status(),
         200
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let used = include_str!("../../grafana/metrics.txt");
     let missing: Vec<&str> = used
         .lines()

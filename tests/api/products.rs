@@ -129,14 +129,7 @@ async fn product_reads_carry_validators_and_revalidate_with_304() {
         "{cache_control}"
     );
 
-    let revalidated = app
-        .client
-        .get(app.url(&path))
-        .bearer_auth(&store.storefront)
-        .header("If-None-Match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let revalidated = app.get_if_none_match(&path, &store.storefront, &etag).await;
     assert_eq!(revalidated.status(), 304);
     assert_eq!(revalidated.headers()["etag"].to_str().unwrap(), etag);
     assert!(revalidated.bytes().await.unwrap().is_empty());
@@ -148,14 +141,7 @@ async fn product_reads_carry_validators_and_revalidate_with_304() {
             .status(),
         201
     );
-    let after = app
-        .client
-        .get(app.url(&path))
-        .bearer_auth(&store.storefront)
-        .header("If-None-Match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let after = app.get_if_none_match(&path, &store.storefront, &etag).await;
     assert_eq!(after.status(), 200);
     assert_ne!(after.headers()["etag"].to_str().unwrap(), etag);
     let body: Value = after.json().await.unwrap();
