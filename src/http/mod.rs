@@ -122,55 +122,71 @@ pub async fn ask<T>(send: impl FnOnce(oneshot::Sender<Result<T, Failure>>)) -> R
 
 /// Every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
+    cfg.service(resource("", "/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("", "/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("", "/metrics").route(web::get().to(ops::metrics)))
         .service(
-            // Routes are tried in order and dynamic ones cost a regex match: the hot
-            // static ones go first.
-            web::scope("/api/v1")
-                .service(resource("/checkout").route(web::post().to(checkout::checkout)))
-                .route("/openapi.json", web::get().to(openapi::openapi_json))
-                .service(resource("/stores").route(web::post().to(stores::create_store)))
-                .service(resource("/stores/{id}").route(web::get().to(stores::get_store)))
+            // Routes are tried in order and each dynamic one costs a regex match: the hot
+            // ones go first (checkout, then the product page and its stock).
+            web::scope(API)
+                .service(resource(API, "/checkout").route(web::post().to(checkout::checkout)))
                 .service(
-                    // Listings compress themselves, once per cached page.
-                    resource("/products")
-                        .route(web::post().to(products::create_product))
-                        .route(web::get().to(products::list_products)),
-                )
-                .service(resource("/drops").route(web::get().to(products::drops)))
-                .service(
-                    resource("/products/{id}")
+                    resource(API, "/products/{id}")
                         .route(web::get().to(products::get_product))
                         .route(web::patch().to(products::patch_product)),
                 )
-                .service(resource("/products/{id}/queue").route(web::post().to(queue::join)))
                 .service(
-                    resource("/products/{id}/queue/{ticket}").route(web::get().to(queue::status)),
+                    resource(API, "/products/{id}/stock").route(web::get().to(products::get_stock)),
                 )
-                .service(resource("/products/{id}/stock").route(web::get().to(products::get_stock)))
                 .service(
-                    resource("/products/{id}/restock")
+                    // Listings compress themselves, once per cached page.
+                    resource(API, "/products")
+                        .route(web::post().to(products::create_product))
+                        .route(web::get().to(products::list_products)),
+                )
+                .service(resource(API, "/drops").route(web::get().to(products::drops)))
+                .service(resource(API, "/openapi.json").route(web::get().to(openapi::openapi_json)))
+                .service(resource(API, "/stores").route(web::post().to(stores::create_store)))
+                .service(resource(API, "/stores/{id}").route(web::get().to(stores::get_store)))
+                .service(resource(API, "/products/{id}/queue").route(web::post().to(queue::join)))
+                .service(
+                    resource(API, "/products/{id}/queue/{ticket}")
+                        .route(web::get().to(queue::status)),
+                )
+                .service(
+                    resource(API, "/products/{id}/restock")
                         .route(web::post().to(products::restock_product)),
                 )
                 .service(
-                    resource("/orders")
+                    resource(API, "/orders")
                         .wrap(Compress::default())
                         .route(web::get().to(orders::list)),
                 )
-                .service(resource("/orders/{id}").route(web::get().to(orders::get_order)))
-                .service(resource("/orders/{id}/confirm").route(web::post().to(orders::confirm)))
-                .service(resource("/orders/{id}/cancel").route(web::post().to(orders::cancel))),
+                .service(resource(API, "/orders/{id}").route(web::get().to(orders::get_order)))
+                .service(
+                    resource(API, "/orders/{id}/confirm").route(web::post().to(orders::confirm)),
+                )
+                .service(
+                    resource(API, "/orders/{id}/cancel").route(web::post().to(orders::cancel)),
+                ),
         )
         .default_service(web::to(not_found));
 }
 
-/// A resource that answers a method it does not serve with a 405 problem.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
-    }))
+const API: &str = "/api/v1";
+
+/// A resource's full pattern, kept as its data: the metrics label of the requests it
+/// serves (asking actix for the matched pattern would match the path all over again).
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+/// A resource that knows its label and answers a method it does not serve with a 405.
+fn resource(scope: &str, path: &str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(RouteLabel(format!("{scope}{path}")))
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
+        }))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

@@ -31,8 +31,8 @@ pub async fn observe(
     // Routing happened inside: the matched pattern keeps the label set bounded.
     let route = response
         .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .app_data::<super::RouteLabel>()
+        .map_or_else(|| "unmatched".to_owned(), |l| l.0.clone());
     let status = response.status().as_u16().to_string();
     span.record("http.route", route.as_str());
     span.record("http.status_code", status.as_str());
