@@ -22,6 +22,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=loadtests/server.sh
+. "$HERE/server.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 
 DURATION=${DURATION:-15s}
@@ -115,21 +117,11 @@ cleanup() {
   trap - EXIT INT TERM
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     log "stopping the server (SIGTERM to pid $SERVER_PID)"
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$SERVER_PID" 2>/dev/null && ((waited < STOP_TIMEOUT * 10)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-      warn "server did not exit ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL"
-      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    if ! stop_server "$SERVER_PID" "$STOP_TIMEOUT"; then
+      warn "server did not exit ${STOP_TIMEOUT}s after SIGTERM; it was killed"
       KEEP_DATA=1
-    fi
-    local src=0
-    wait "$SERVER_PID" 2>/dev/null || src=$?
-    if ((src != 0)); then
-      warn "server exited with status $src after SIGTERM (the contract says 0)"
+    elif [[ $SERVER_STATUS != 0 ]]; then
+      warn "server exited with status $SERVER_STATUS after SIGTERM (the contract says 0)"
     fi
   fi
   if [[ -n $DONE_DIR ]]; then rm -rf "$DONE_DIR"; fi

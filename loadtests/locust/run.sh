@@ -22,6 +22,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=loadtests/server.sh
+. "$HERE/../server.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 SCENARIOS="stampede browse many_stores retry_storm abusive"
 
@@ -96,19 +98,11 @@ cleanup() {
   trap - EXIT INT TERM
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     log "stopping the server (SIGTERM to pid $SERVER_PID)"
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$SERVER_PID" 2>/dev/null && ((waited < STOP_TIMEOUT * 10)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-      log "WARNING: the server did not exit ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL"
-      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    if ! stop_server "$SERVER_PID" "$STOP_TIMEOUT"; then
+      log "WARNING: the server did not exit ${STOP_TIMEOUT}s after SIGTERM; it was killed"
+    else
+      log "server exited with status $SERVER_STATUS"
     fi
-    local src=0
-    wait "$SERVER_PID" 2>/dev/null || src=$?
-    log "server exited with status $src"
   fi
   if [[ $KEEP_DATA == 1 ]]; then
     log "kept the data dir $DATA_DIR"
