@@ -86,7 +86,8 @@ pub static IDEMPOTENT_REPLAYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Product actors started, by cause: `request` (a cold read: the request waited for the
-/// product to load from the database) or `warm` (ahead of its drop).
+/// product to load from the database) or `warm` (ahead of need: before its drop, or at
+/// boot for its pending payment holds).
 pub static PRODUCT_LOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         PRODUCT_LOADS_TOTAL,

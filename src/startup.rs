@@ -118,13 +118,8 @@ async fn tick(state: std::sync::Weak<AppState>, warm_lead_secs: u64) {
 
 async fn warm_products(state: &AppState, lead_secs: u64) -> anyhow::Result<()> {
     let client = state.pool.get().await?;
-    for (store_id, product_id) in db::products::starting_soon(&**client, lead_secs as i64).await? {
-        state.actors.to_product(
-            &store_id,
-            &product_id,
-            crate::actors::product::ProductMsg::Warm,
-        );
-    }
+    let starting = db::products::starting_soon(&**client, lead_secs as i64).await?;
+    start_products(&state.actors, starting);
     Ok(())
 }
 
@@ -135,16 +130,19 @@ async fn wake_products_with_holds(pool: &db::Pool, actors: &Actors) -> anyhow::R
         .get()
         .await
         .context("Failed to connect to PostgreSQL")?;
-    for (store_id, product_id) in db::orders::products_with_holds(&**client).await? {
-        // A read is enough to start (and load) the actor; nobody waits for the answer.
-        let (reply, _) = tokio::sync::oneshot::channel();
+    start_products(actors, db::orders::products_with_holds(&**client).await?);
+    Ok(())
+}
+
+/// Starts (loads and renders) the actors of these (store, product) pairs ahead of need.
+fn start_products(actors: &Actors, products: Vec<(String, String)>) {
+    for (store_id, product_id) in products {
         actors.to_product(
             &store_id,
             &product_id,
-            crate::actors::product::ProductMsg::Read { reply },
+            crate::actors::product::ProductMsg::Warm,
         );
     }
-    Ok(())
 }
 
 /// On a database without stores, creates "Demo Store" and prints its keys (shown once).

@@ -113,7 +113,8 @@ pub enum ProductMsg {
         ticket: String,
         reply: QueueReply,
     },
-    /// Nothing but start (load and render) the actor: cache warming before a drop.
+    /// Nothing but start (load and render) the actor: before a drop, or at boot for
+    /// pending payment holds.
     Warm,
     /// reserved → confirmed, unless the hold expired first.
     Confirm {
