@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, checkout_body, connect, spawn_app, spawn_app_on, wait_ready, with_database,
+    assert_problem, checkout_body, cut_database, spawn_app, spawn_app_on, wait_ready,
 };
 
 #[actix_web::test]
@@ -425,21 +425,7 @@ async fn a_drop_about_to_start_is_warmed_and_reads_need_no_database() {
         200
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let admin = connect(&with_database(&db_url, "postgres")).await;
-    let name = db_url.rsplit('/').next().unwrap().to_owned();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-        ))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&name],
-        )
-        .await
-        .unwrap();
+    cut_database(&app, true).await;
 
     let warmed = app
         .get(&format!("/api/v1/products/{product}"), &store.storefront)
@@ -457,10 +443,7 @@ async fn a_drop_about_to_start_is_warmed_and_reads_need_no_database() {
         "unavailable",
     )
     .await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    cut_database(&app, false).await;
 }
 
 #[actix_web::test]

@@ -379,3 +379,34 @@ pub async fn listening_url(child: &mut std::process::Child) -> String {
         .unwrap()
         .expect("flashsale did not start listening")
 }
+
+/// Cuts every connection to the test's database and refuses new ones (`true`), or lets
+/// them in again (`false`).
+pub async fn cut_database(app: &TestApp, cut: bool) {
+    let admin = connect(&with_database(&app.db_url, "postgres")).await;
+    let name = app
+        .db_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {}",
+            !cut
+        ))
+        .await
+        .unwrap();
+    if cut {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+    }
+}

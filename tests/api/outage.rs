@@ -3,40 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, checkout_body, connect, spawn_app, stock_from_db, wait_ready, with_database,
-    TestApp,
+    assert_problem, checkout_body, cut_database, spawn_app, stock_from_db, wait_ready,
 };
-
-/// Cuts every connection to the test's database and refuses new ones (`true`), or lets
-/// them in again (`false`).
-async fn cut_database(app: &TestApp, cut: bool) {
-    let admin = connect(&with_database(&app.db_url, "postgres")).await;
-    let name = app
-        .db_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {}",
-            !cut
-        ))
-        .await
-        .unwrap();
-    if cut {
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                &[&name],
-            )
-            .await
-            .unwrap();
-    }
-}
 
 #[actix_web::test]
 async fn failed_batches_give_stock_back_answer_503_and_nothing_oversells_after() {
