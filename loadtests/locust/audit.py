@@ -125,6 +125,33 @@ def db_snapshot(conn, store_ids):
     return products, dup_keys, orders
 
 
+def dangling_references(conn):
+    """Rows of the write-behind tables whose parent is missing (these tables carry no
+    foreign keys, see migrations/V8): orders without their product in their store, audit
+    and outbox rows without their order, orders without their consent record."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT 'order ' || o.id || ': no product ' || o.product_id || ' in store ' || o.store_id
+                 FROM orders o
+                WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = o.product_id AND p.store_id = o.store_id)
+               UNION ALL
+               SELECT 'audit row ' || a.id || ': no order ' || a.order_id
+                 FROM order_audit a WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = a.order_id)
+               UNION ALL
+               SELECT 'order ' || o.id || ': no consent record'
+                 FROM orders o
+                WHERE NOT EXISTS (SELECT 1 FROM order_audit a WHERE a.order_id = o.id AND a.event = 'created')
+               UNION ALL
+               SELECT 'outbox event ' || e.id || ': no ' || split_part(e.type, '.', 1) || ' ' || e.subject_id
+                 FROM outbox_events e
+                WHERE (e.type LIKE 'order.%%' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.subject_id))
+                   OR (e.type LIKE 'product.%%' AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = e.subject_id))
+                   OR NOT EXISTS (SELECT 1 FROM stores s WHERE s.id = e.store_id)
+                LIMIT 50"""
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
 # ---------------------------------------------------------------------- API ----
 def api_get(base, path, token):
     req = urllib.request.Request(base.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"})
@@ -372,12 +399,15 @@ def main():
         return 2
     with conn:
         products, dup_keys, orders = db_snapshot(conn, [s["id"] for s in stores])
+        dangling = dangling_references(conn)
 
     audit = Audit()
     run_products = [p["id"] for s in stores for p in s["products"]]
     check_oversell_db(audit, products, run_products)
     check_oversell_api(audit, args.base_url, products, stores, args.api_wait)
     check_records(audit, records, orders, dup_keys, products)
+    audit.result("references", not dangling,
+                 f"{len(dangling)} row(s) of orders/order_audit/outbox_events without their parent", dangling)
     ok = not audit.failures
     if args.self_test:
         ok &= self_test(records, orders, dup_keys, products)

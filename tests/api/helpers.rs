@@ -346,8 +346,25 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
 }
 
 /// Stock accounting of a product, from the database: (stock_total, stock_available,
-/// Σ quantity of live orders, number of live orders).
+/// Σ quantity of live orders, number of live orders). Also asserts that the product's
+/// orders hang together, since the write-behind tables carry no foreign keys
+/// (migrations/V8): each order is in its product's store and has its consent record, and
+/// every audit row has its order.
 pub async fn stock_from_db(db: &tokio_postgres::Client, product_id: &str) -> (i64, i64, i64, i64) {
+    let dangling: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM orders o JOIN products p ON p.id = o.product_id \
+                      WHERE o.product_id = $1 AND o.store_id <> p.store_id) \
+                  + (SELECT count(*) FROM orders o WHERE o.product_id = $1 AND NOT EXISTS \
+                      (SELECT 1 FROM order_audit a WHERE a.order_id = o.id AND a.event = 'created')) \
+                  + (SELECT count(*) FROM order_audit a \
+                      WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = a.order_id))",
+            &[&product_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dangling, 0, "rows without their parent around {product_id}");
     let row = db
         .query_one(
             "SELECT p.stock_total, p.stock_available, \
