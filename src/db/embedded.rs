@@ -324,6 +324,22 @@ fn spawn_server(
             "unix_socket_directories=",
         ])
         .args(["-c", "max_connections=300"])
+        // Sized for a write-heavy sale on a small machine rather than PostgreSQL's
+        // conservative defaults: room for the hot indexes in memory, a WAL buffer that
+        // holds several batches, and checkpoints far enough apart that a sale does not
+        // pay full-page images and new WAL segments again and again.
+        .args([
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "wal_buffers=32MB",
+            "-c",
+            "max_wal_size=4GB",
+            "-c",
+            "min_wal_size=1GB",
+            "-c",
+            "checkpoint_timeout=15min",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
