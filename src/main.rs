@@ -9,6 +9,12 @@ use flashsale::domain::ids::new_id;
 use flashsale::startup::Application;
 use flashsale::{audit, db, telemetry};
 
+/// A checkout allocates and frees many small objects across threads (request, order,
+/// batch, reply); mimalloc's per-thread free lists serve that with less contention than
+/// glibc's arenas (measured with loadtests/bench.sh, see README's Performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     // Kept to the end: dropping it flushes the spans still buffered for the exporter.
