@@ -76,10 +76,9 @@ pub fn run(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            // The last wrap is outermost: every request, shed ones included, is observed;
-            // shedding comes before anything else is spent on a request.
-            .wrap(actix_web::middleware::from_fn(http::observe::admit))
-            .wrap(actix_web::middleware::from_fn(http::observe::observe))
+            // Shedding comes before anything else is spent on a request; every request,
+            // shed ones included, is observed.
+            .wrap(actix_web::middleware::from_fn(http::observe::front_door))
             .configure(http::configure)
     })
     .workers(workers)

@@ -1,48 +1,71 @@
 //! Every request: a root span (the trace's first hop, child of an incoming W3C
 //! `traceparent`) and the RED metrics by matched route.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
+use actix_web::ResponseError;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use crate::telemetry::{extract_parent, SPAN_HTTP};
 
-pub async fn observe(
+/// The front door of every request, one middleware (each layer costs a boxed future per
+/// request, measurable on the read path): admission control first, then the request is
+/// served inside its root span, and its RED metrics are recorded, shed ones included.
+pub async fn front_door(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let method = req.method().as_str().to_owned();
-    let span = tracing::debug_span!(
-        SPAN_HTTP,
-        http.method = %method,
-        http.route = tracing::field::Empty,
-        http.status_code = tracing::field::Empty
-    );
-    if !span.is_disabled() && req.headers().contains_key("traceparent") {
-        let _ = span.set_parent(extract_parent(req.headers()));
-    }
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let started = Instant::now();
-    let response = next.call(req).instrument(span.clone()).await?;
+    let method = req.method().clone();
+    let response = match admit(&req) {
+        Some(_counted) => {
+            let span = tracing::debug_span!(
+                SPAN_HTTP,
+                http.method = %method,
+                http.route = tracing::field::Empty,
+                http.status_code = tracing::field::Empty
+            );
+            if !span.is_disabled() && req.headers().contains_key("traceparent") {
+                let _ = span.set_parent(extract_parent(req.headers()));
+            }
+            let response = next.call(req).instrument(span.clone()).await?;
+            if !span.is_disabled() {
+                span.record("http.route", route_of(&response));
+                span.record("http.status_code", response.status().as_str());
+            }
+            response.map_into_left_body()
+        }
+        None => {
+            crate::metrics::MAILBOX_REJECTIONS
+                .with_label_values(&["admission"])
+                .inc();
+            let response = super::errors::ApiError::Overloaded.error_response();
+            req.into_response(response).map_into_right_body()
+        }
+    };
     // Routing happened inside: the matched pattern keeps the label set bounded.
-    let route = response
-        .request()
-        .app_data::<super::RouteLabel>()
-        .map_or_else(|| "unmatched".to_owned(), |l| l.0.clone());
-    let status = response.status().as_u16().to_string();
-    span.record("http.route", route.as_str());
-    span.record("http.status_code", status.as_str());
+    let route = route_of(&response);
     HTTP_REQUESTS
-        .with_label_values(&[&route, &method, &status])
+        .with_label_values(&[route, method.as_str(), response.status().as_str()])
         .inc();
     HTTP_DURATION
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route, method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// The matched resource's label (see [`super::RouteLabel`]).
+fn route_of<B>(response: &ServiceResponse<B>) -> &str {
+    response
+        .request()
+        .app_data::<super::RouteLabel>()
+        .map_or("unmatched", |l| l.0.as_str())
 }
 
 /// How much a request matters when the service must shed load.
@@ -73,45 +96,32 @@ fn priority(path: &str) -> Priority {
 }
 
 /// Counts the request in flight until it is dropped.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+struct InFlight(Option<std::sync::Arc<super::AppState>>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(state) = &self.0 {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
 /// Admission control: past a share of `FLASHSALE_MAX_IN_FLIGHT` requests in flight, the
 /// less important ones get 503 `overloaded` at once, so that what matters most still gets
 /// through: confirm and cancel before new checkouts, checkouts before browsing.
-pub async fn admit(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
-    use actix_web::ResponseError;
-    let Some(state) = req
-        .app_data::<actix_web::web::Data<super::AppState>>()
-        .cloned()
-    else {
-        return Ok(next.call(req).await?.map_into_left_body());
+/// `Some`: admitted, and counted in flight until the guard drops.
+fn admit(req: &ServiceRequest) -> Option<InFlight> {
+    let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() else {
+        return Some(InFlight(None));
     };
     let max = state.max_in_flight.max(1);
-    let now = state
-        .in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let _counted = InFlight(&state.in_flight);
+    let now = state.in_flight.fetch_add(1, Ordering::AcqRel);
+    let counted = InFlight(Some(state.clone().into_inner()));
     let shed_from = match priority(req.path()) {
         Priority::Browse => max / 2,
         Priority::Checkout => max * 8 / 10,
         Priority::Settle => max,
         Priority::Operations => usize::MAX,
     };
-    if now >= shed_from {
-        crate::metrics::MAILBOX_REJECTIONS
-            .with_label_values(&["admission"])
-            .inc();
-        let response = super::errors::ApiError::Overloaded.error_response();
-        return Ok(req.into_response(response).map_into_right_body());
-    }
-    Ok(next.call(req).await?.map_into_left_body())
+    (now < shed_from).then_some(counted)
 }
