@@ -11,6 +11,8 @@
 //! Holds, confirm, cancel and expiry live in [`super::holds`].
 
 use std::collections::{HashMap, HashSet};
+
+use actix_web::http::header::HeaderValue;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -210,15 +212,20 @@ pub struct Snapshot {
     pub body: actix_web::web::Bytes,
     /// `GET /products/{id}/stock` body.
     pub stock_body: actix_web::web::Bytes,
-    /// Strong validator: a hash of `body`.
-    pub etag: String,
+    /// Strong validator: a hash of `body`, quoted, ready to send.
+    pub etag: HeaderValue,
     pub last_modified: DateTime<Utc>,
-    /// `last_modified` as an HTTP date, formatted once.
-    pub last_modified_http: String,
+    /// `last_modified` as an HTTP date, formatted once, ready to send.
+    pub last_modified_http: HeaderValue,
     /// The status in `body` changes at this instant (a sale window edge).
     valid_until: Option<DateTime<Utc>>,
     /// Whose product this is (a reader from another store must not get it).
     pub store_id: String,
+}
+
+/// A header value made of visible ASCII (a hex ETag, an HTTP date).
+fn header_value(ascii: String) -> HeaderValue {
+    HeaderValue::try_from(ascii).expect("visible ASCII")
 }
 
 impl Snapshot {
@@ -701,13 +708,14 @@ impl Loaded {
             .filter(|t| *t > now)
             .min();
         let snapshot = Arc::new(Snapshot {
-            etag: format!("\"{}\"", hex::encode(&digest[..12])),
+            etag: header_value(format!("\"{}\"", hex::encode(&digest[..12]))),
             last_modified: self.product.updated_at,
-            last_modified_http: self
-                .product
-                .updated_at
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string(),
+            last_modified_http: header_value(
+                self.product
+                    .updated_at
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            ),
             body: body.into(),
             stock_body: stock_body.into(),
             valid_until,

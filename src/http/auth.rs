@@ -1,8 +1,9 @@
 //! Who is calling: the operator, or a store's key.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{ready, Ready};
 use std::sync::Arc;
+
+use futures_util::future::{Either, LocalBoxFuture};
 
 use actix_web::{web, FromRequest, HttpRequest};
 
@@ -44,38 +45,43 @@ impl Caller {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
+    /// A key already in the cache is answered at once, without a boxed future: this runs
+    /// on every authenticated request.
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let token = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let (Some(token), Some(state)) = (token, state) else {
-                return Err(ApiError::Unauthorized);
-            };
-            let hash = hash_secret(&token);
-            if hash == state.admin_token_hash {
-                return Ok(Caller::Operator);
-            }
-            let cached = state.keys.get(&hash);
-            crate::metrics::cache_lookup("api_keys", cached.is_some());
-            let grant = match cached {
-                Some(cached) => cached,
-                None => {
-                    let client = state.pool.get().await?;
-                    let grant = find_key(&**client, &hash).await?.map(Arc::new);
-                    state.keys.insert(hash, grant.clone());
-                    grant
-                }
-            };
-            let grant = grant.ok_or(ApiError::Unauthorized)?;
-            state.actors.limits(&grant).check_request(&grant.key_id)?;
-            Ok(Caller::Key(grant))
-        })
+            .map(str::trim);
+        let (Some(token), Some(state)) = (token, req.app_data::<web::Data<AppState>>()) else {
+            return Either::Left(ready(Err(ApiError::Unauthorized)));
+        };
+        let hash = hash_secret(token);
+        if hash == state.admin_token_hash {
+            return Either::Left(ready(Ok(Caller::Operator)));
+        }
+        let cached = state.keys.get(&hash);
+        crate::metrics::cache_lookup("api_keys", cached.is_some());
+        if let Some(grant) = cached {
+            return Either::Left(ready(admit_key(state, grant)));
+        }
+        let state = state.clone();
+        Either::Right(Box::pin(async move {
+            let client = state.pool.get().await?;
+            let grant = find_key(&**client, &hash).await?.map(Arc::new);
+            state.keys.insert(hash, grant.clone());
+            admit_key(&state, grant)
+        }))
     }
+}
+
+/// A known key within its rate limits is a caller.
+fn admit_key(state: &AppState, grant: Option<Arc<KeyGrant>>) -> Result<Caller, ApiError> {
+    let grant = grant.ok_or(ApiError::Unauthorized)?;
+    state.actors.limits(&grant).check_request(&grant.key_id)?;
+    Ok(Caller::Key(grant))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 
@@ -23,12 +23,16 @@ use crate::domain::waiting_room::WaitingRoom;
 
 /// Product bodies change with every sale: caches may keep them a second, serve them a
 /// little stale while they revalidate, and carry a spike through a database outage.
-const PRODUCT_CACHE_CONTROL: &str =
-    "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
+/// (Static header values are sent without a copy.)
+fn product_cache_control() -> HeaderValue {
+    HeaderValue::from_static("public, max-age=1, stale-while-revalidate=5, stale-if-error=60")
+}
 /// Listings: from the database, kept in memory for their max-age.
 const LISTING_CACHE_CONTROL: &str = "public, max-age=1";
 /// The stock endpoint is never older than a second.
-const STOCK_CACHE_CONTROL: &str = "public, max-age=1";
+fn stock_cache_control() -> HeaderValue {
+    HeaderValue::from_static("public, max-age=1")
+}
 
 /// `POST /products` body.
 #[derive(utoipa::ToSchema)]
@@ -173,7 +177,7 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
 /// Whether the client's copy (`If-None-Match`, else `If-Modified-Since`) is current.
 fn client_is_current(req: &HttpRequest, snapshot: &Snapshot) -> bool {
     if req.headers().contains_key(header::IF_NONE_MATCH) {
-        return etag_matches(req, &snapshot.etag);
+        return etag_matches(req, snapshot.etag.to_str().unwrap_or_default());
     }
     let since = req
         .headers()
@@ -207,10 +211,10 @@ fn conditional(
         HttpResponse::Ok()
     };
     response
-        .insert_header((header::ETAG, snapshot.etag.as_str()))
-        .insert_header((header::LAST_MODIFIED, snapshot.last_modified_http.as_str()))
-        .insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL))
-        .insert_header((header::VARY, "Authorization"));
+        .insert_header((header::ETAG, snapshot.etag.clone()))
+        .insert_header((header::LAST_MODIFIED, snapshot.last_modified_http.clone()))
+        .insert_header((header::CACHE_CONTROL, product_cache_control()))
+        .insert_header((header::VARY, HeaderValue::from_static("Authorization")));
     if degraded {
         response.insert_header((DEGRADED_HEADER, "database-unavailable"));
     }
@@ -256,7 +260,7 @@ pub async fn get_product(
     };
     let full: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap_or_default();
     let mut response = HttpResponse::Ok();
-    response.insert_header((header::CACHE_CONTROL, PRODUCT_CACHE_CONTROL));
+    response.insert_header((header::CACHE_CONTROL, product_cache_control()));
     if degraded {
         response.insert_header((DEGRADED_HEADER, "database-unavailable"));
     }
@@ -275,7 +279,7 @@ pub async fn get_stock(
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let snapshot = read_snapshot(&state, &grant.store_id, &id).await?;
     Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, STOCK_CACHE_CONTROL))
+        .insert_header((header::CACHE_CONTROL, stock_cache_control()))
         .content_type("application/json")
         .body(snapshot.stock_body.clone()))
 }
@@ -305,7 +309,7 @@ pub async fn restock_product(
     .await?;
     catalog_changed(&state);
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, snapshot.etag.as_str()))
+        .insert_header((header::ETAG, snapshot.etag.clone()))
         .content_type("application/json")
         .body(snapshot.body.clone()))
 }
@@ -459,7 +463,7 @@ pub async fn patch_product(
     };
     catalog_changed(&state);
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, snapshot.etag.as_str()))
+        .insert_header((header::ETAG, snapshot.etag.clone()))
         .content_type("application/json")
         .body(snapshot.body.clone()))
 }
