@@ -5,16 +5,18 @@
 #   2. /healthz           the reference; ratio checkout/healthz
 #   3. sell-out           10,000 units, 100,000 one-shot buyers: time to sell out,
 #                         exactly-10,000 check; then refusals/s after sell-out vs
-#                         a fresh /healthz run
-#   4. reads              against another fresh /healthz run: one product page
-#                         (product-get), the same with If-None-Match (product-304),
-#                         a page of 50 products with gzip (list-50)
+#                         /healthz
+#   4. reads              one product page (product-get), the same with
+#                         If-None-Match (product-304), a page of 50 products with
+#                         gzip (list-50), each vs /healthz
+# Every phase compared with /healthz runs in ROUNDS rounds alternating with its
+# /healthz reference (DURATION/ROUNDS each); the rounds are merged.
 # Results: a Markdown summary on stdout and in loadtests/results/<timestamp>/
 # together with the raw wrk outputs, /metrics scrapes and the server log.
 #
 # Usage (from anywhere):   loadtests/bench.sh
 # Knobs (environment):     see loadtests/README.md or `loadtests/bench.sh --help`
-#   DURATION=15s CONNECTIONS=256 THREADS=1 WARMUP=3s BENCH_LISTEN=127.0.0.1:18080
+#   DURATION=15s ROUNDS=3 CONNECTIONS=256 THREADS=1 WARMUP=3s BENCH_LISTEN=127.0.0.1:18080
 #   SELLOUT_STOCK=10000 SELLOUT_BUYERS=100000 SELLOUT_TIMEOUT=120s LIST_PRODUCTS=60
 #   DATABASE_URL=... (else a private PostgreSQL in a fresh temp dir)
 #   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s
@@ -27,6 +29,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
 DURATION=${DURATION:-15s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-256}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-3s}
@@ -86,6 +89,17 @@ for v in DURATION SELLOUT_TIMEOUT WRK_TIMEOUT; do
   is_duration "${!v}" || die "$v must look like 15, 15s, 2m or 1h, got '${!v}'"
 done
 [[ $DURATION =~ ^0+[smh]?$ ]] && die "DURATION must be > 0"
+is_pos "$ROUNDS" || die "ROUNDS must be a positive integer, got '$ROUNDS'"
+seconds() {
+  local n=${1%[smh]}
+  case $1 in
+    *m) echo $((n * 60)) ;;
+    *h) echo $((n * 3600)) ;;
+    *) echo "$n" ;;
+  esac
+}
+ROUND_DURATION="$(($(seconds "$DURATION") / ROUNDS))s"
+[[ $ROUND_DURATION != 0s ]] || die "DURATION ($DURATION) must be at least ROUNDS ($ROUNDS) seconds"
 [[ $WARMUP =~ ^0+[smh]?$ ]] && WARMUP=0
 [[ $WARMUP == 0 ]] || is_duration "$WARMUP" || die "WARMUP must look like 3s or 0, got '$WARMUP'"
 
@@ -313,6 +327,7 @@ log "store ready: hot product $HOT_ID, sell-out product $SELL_ID ($SELLOUT_STOCK
   echo "git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
   echo "git_dirty=$(if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | head -n 1) ]]; then echo yes; else echo no; fi)"
   echo "duration=$DURATION"
+  echo "rounds=$ROUNDS"
   echo "connections=$CONNECTIONS"
   echo "threads=$THREADS"
   echo "warmup=$WARMUP"
@@ -333,10 +348,48 @@ if [[ $WARMUP != 0 ]]; then
   run_wrk warmup checkout.lua "$WARMUP" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
 fi
 
-# 1 + 2: /healthz reference, then the hot SKU with /metrics around it.
-run_wrk healthz healthz.lua "$DURATION"
+# Each measured phase runs in ROUNDS rounds that alternate with its /healthz reference
+# (healthz, phase, healthz, phase, ...), DURATION/ROUNDS each; NAME.json merges the
+# rounds NAME-r1.json ... (loadtests/merge_rounds.py). On a shared machine the capacity
+# drifts from one run to the next; alternating makes the drift hit both sides alike.
+in_rounds() {
+  local r fn name files
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for fn in "$@"; do "$fn" "$r"; done
+  done
+  for fn in "$@"; do
+    name=${fn#phase_}
+    name=${name//_/-}
+    files=()
+    for ((r = 1; r <= ROUNDS; r++)); do files+=("$OUT/$name-r$r.json"); done
+    python3 "$HERE/merge_rounds.py" "$OUT/$name.json" "${files[@]}" ||
+      die "could not merge the rounds of phase $name"
+  done
+}
+phase_healthz() { run_wrk "healthz-r$1" healthz.lua "$ROUND_DURATION"; }
+phase_checkout() {
+  run_wrk "checkout-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
+}
+phase_healthz_refusal() { run_wrk "healthz-refusal-r$1" healthz.lua "$ROUND_DURATION"; }
+phase_refusal() {
+  run_wrk "refusal-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$SELL_ID"
+}
+phase_healthz_read() { run_wrk "healthz-read-r$1" healthz.lua "$ROUND_DURATION"; }
+phase_product_get() {
+  run_wrk "product-get-r$1" read.lua "$ROUND_DURATION" "${read_env[@]}" FS_PATH="$READ_PATH"
+}
+phase_product_304() {
+  run_wrk "product-304-r$1" read.lua "$ROUND_DURATION" "${read_env[@]}" FS_PATH="$READ_PATH" \
+    FS_IF_NONE_MATCH="$ETAG" FS_EXPECT=304
+}
+phase_list_50() {
+  run_wrk "list-50-r$1" read.lua "$ROUND_DURATION" "${read_env[@]}" FS_PATH="$LIST_PATH" \
+    FS_ACCEPT_ENCODING=gzip
+}
+
+# 1 + 2: /healthz reference and the hot SKU, with /metrics around them.
 scrape_metrics metrics-before-checkout.txt
-run_wrk checkout checkout.lua "$DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
+in_rounds phase_healthz phase_checkout
 scrape_metrics metrics-after-checkout.txt
 
 # 3: sell-out, exactly SELLOUT_BUYERS checkouts.
@@ -346,29 +399,23 @@ run_wrk sellout sellout.lua "$SELLOUT_TIMEOUT" "${checkout_env[@]}" FS_PRODUCT_I
 sleep 1.2 # GET /stock may lag by up to 1 s
 api GET "/api/v1/products/$SELL_ID/stock" "$PK" 200 >"$OUT/sellout-stock.json"
 
-# Refusals after the sell-out, against a /healthz run right before.
-run_wrk healthz-refusal healthz.lua "$DURATION"
-run_wrk refusal checkout.lua "$DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$SELL_ID"
+# Refusals after the sell-out, against /healthz in the same rounds.
+in_rounds phase_healthz_refusal phase_refusal
 sleep 1.2
 api GET "/api/v1/products/$SELL_ID/stock" "$PK" 200 >"$OUT/refusal-stock.json"
 
-# 6-9: reads from memory against a /healthz run right before them.
-run_wrk healthz-read healthz.lua "$DURATION"
+# 6-9: reads from memory, against /healthz in the same rounds.
 read_env=(FS_STOREFRONT_KEY="$PK")
 READ_PATH="/api/v1/products/$READ_ID"
 LIST_PATH="/api/v1/products?limit=50"
-run_wrk product-get read.lua "$DURATION" "${read_env[@]}" FS_PATH="$READ_PATH"
 # The product's current ETag, right before the conditional phase.
 ETAG=$(etag_of "$READ_PATH" product-304-before)
 [[ -n $ETAG ]] || warn "GET $READ_PATH sent no ETag; product-304 will send no If-None-Match"
 printf '%s\n' "$ETAG" >"$OUT/product-304-etag.txt"
 check_status product-304-check "$READ_PATH" 304 -H "If-None-Match: $ETAG"
-run_wrk product-304 read.lua "$DURATION" "${read_env[@]}" FS_PATH="$READ_PATH" \
-  FS_IF_NONE_MATCH="$ETAG" FS_EXPECT=304
-etag_of "$READ_PATH" product-304-after >"$OUT/product-304-etag-after.txt"
 check_status list-50-check "$LIST_PATH" 200 -H 'Accept-Encoding: gzip'
-run_wrk list-50 read.lua "$DURATION" "${read_env[@]}" FS_PATH="$LIST_PATH" \
-  FS_ACCEPT_ENCODING=gzip
+in_rounds phase_healthz_read phase_product_get phase_product_304 phase_list_50
+etag_of "$READ_PATH" product-304-after >"$OUT/product-304-etag-after.txt"
 
 # --------------------------------------------------------------- summary ----
 summary_rc=0
@@ -567,7 +614,8 @@ lines = [
     "",
     f"git `{env.get('git_rev')}`{' (dirty)' if env.get('git_dirty') == 'yes' else ''}, "
     f"{env.get('cpus')} CPUs, {env.get('wrk')}; wrk -t{env.get('threads')} -c{env.get('connections')}, "
-    f"{env.get('duration')} per phase; {env.get('database')}.",
+    f"{env.get('duration')} per phase in {env.get('rounds')} rounds alternating with /healthz "
+    f"(latency: median of the rounds); {env.get('database')}.",
     "",
     "| measure | result | target | |",
     "|---|---|---|---|",
