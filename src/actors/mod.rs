@@ -17,7 +17,7 @@ pub mod product;
 pub mod store;
 pub mod writer;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -74,9 +74,9 @@ pub struct Shared {
     pub health: Arc<crate::db::health::DbHealth>,
     /// product id → its current rendered snapshot, published by its actor so that reads
     /// need no mailbox; the actor removes it on every change, before it answers.
-    pub snapshots: moka::sync::Cache<String, Arc<product::Snapshot>>,
+    pub snapshots: crate::Cache<String, Arc<product::Snapshot>>,
     /// product id → the gate its actor publishes (see [`product::Gate`]).
-    pub gates: moka::sync::Cache<String, Arc<product::Gate>>,
+    pub gates: crate::Cache<String, Arc<product::Gate>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
@@ -126,8 +126,10 @@ impl Actors {
                 .clone()
                 .map(String::into_bytes)
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()),
-            gates: moka::sync::Cache::builder().build(),
-            snapshots: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            gates: moka::sync::Cache::builder().build_with_hasher(Default::default()),
+            snapshots: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .build_with_hasher(Default::default()),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });

@@ -10,7 +10,7 @@
 //! counts, the idempotency keys already used on this product and its payment holds.
 //! Holds, confirm, cancel and expiry live in [`super::holds`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use actix_web::http::header::HeaderValue;
 use std::sync::{Arc, RwLock};
@@ -248,7 +248,7 @@ pub(super) struct Loaded {
     /// Payment holds: reserved orders, each with its expiry timer.
     pub(super) holds: Holds,
     /// Where the current snapshot is published for readers, and whether it is there now.
-    published: moka::sync::Cache<String, Arc<Snapshot>>,
+    published: crate::Cache<String, Arc<Snapshot>>,
     is_published: bool,
     /// The drop's waiting room (in memory: a restart empties it).
     queue: Queue,
@@ -283,7 +283,7 @@ impl ProductActor {
 
 async fn load_product(
     pool: db::Pool,
-    snapshots: moka::sync::Cache<String, Arc<Snapshot>>,
+    snapshots: crate::Cache<String, Arc<Snapshot>>,
     store_id: String,
     product_id: String,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {

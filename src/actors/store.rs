@@ -3,7 +3,7 @@
 //! Product actors are made on first use and placed on the arbiters round robin; a
 //! catalog of a million products costs nothing until a product is touched.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use actix::prelude::*;

@@ -1,6 +1,6 @@
 //! Products and the state a product actor is rebuilt from.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;

@@ -5,7 +5,7 @@
 //! `available + Σ held-per-customer == total` and `available >= 0`, which is exactly
 //! "confirmed + reserved never exceed the stock put in".
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -199,7 +199,7 @@ mod tests {
             limit in proptest::option::of(1i64..10),
             ops in proptest::collection::vec(op(), 0..200),
         ) {
-            let mut ledger = Ledger::new(initial, HashMap::new());
+            let mut ledger = Ledger::new(initial, HashMap::default());
             let window = SaleWindow::default();
             let now = Utc::now();
             let mut taken: Vec<(String, i64)> = Vec::new();
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn sold_out_before_insufficient() {
-        let mut l = Ledger::new(2, HashMap::new());
+        let mut l = Ledger::new(2, HashMap::default());
         let w = SaleWindow::default();
         assert_eq!(
             l.take("a", 3, None, &w, Utc::now()),

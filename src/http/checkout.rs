@@ -86,7 +86,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
 /// Removes an in-flight marker unless the request finished (the client may hang up, or
 /// the request fail with 503, and a retry must then be served afresh).
 struct InFlightGuard<'a> {
-    cache: &'a moka::sync::Cache<String, Arc<Idempotency>>,
+    cache: &'a crate::Cache<String, Arc<Idempotency>>,
     key: Option<String>,
 }
 

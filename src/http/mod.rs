@@ -59,13 +59,13 @@ pub struct AppState {
     /// SHA-256 of the operator token.
     pub admin_token_hash: [u8; 32],
     /// Key hash → grant (or `None`: no such key), for `KEY_CACHE_TTL`.
-    pub keys: moka::sync::Cache<[u8; 32], Option<Arc<KeyGrant>>>,
+    pub keys: crate::Cache<[u8; 32], Option<Arc<KeyGrant>>>,
     /// `store_id \x1f key` → result.
-    pub idempotency: moka::sync::Cache<String, Arc<Idempotency>>,
+    pub idempotency: crate::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
     /// Rendered listing pages (`generation \x1f store \x1f kind?query` → JSON), kept
     /// for the max-age they advertise.
-    pub listings: moka::sync::Cache<String, actix_web::web::Bytes>,
+    pub listings: crate::Cache<String, actix_web::web::Bytes>,
     /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
     /// it is never served after it.
     pub catalog_generation: std::sync::atomic::AtomicU64,
@@ -90,16 +90,16 @@ impl AppState {
             keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KEY_CACHE_TTL)
-                .build(),
+                .build_with_hasher(Default::default()),
             idempotency: moka::sync::Cache::builder()
                 .max_capacity(settings.idempotency_cache)
                 .time_to_live(IDEMPOTENCY_TTL)
-                .build(),
+                .build_with_hasher(Default::default()),
             body_limit: settings.body_limit,
             listings: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(LISTING_TTL)
-                .build(),
+                .build_with_hasher(Default::default()),
             catalog_generation: std::sync::atomic::AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: settings.max_in_flight,
