@@ -163,34 +163,14 @@ async fn place_order(
         .check_checkout(&body.customer_id, client_addr.as_deref())?;
     let request_hash = body.fingerprint();
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
-    let known = state.idempotency.get(&cache_key);
-    crate::metrics::cache_lookup("idempotency", known.is_some());
-    if let Some(known) = known {
-        return answer_known(&known, request_hash);
-    }
-    // The sold-out fast path: refused without a mailbox or the database. A key the
-    // product has an order for is let through, to be replayed. The refusal is kept like
-    // any other, so that a retry is answered as a replay.
-    if let Some(gate) = state.actors.gate(&body.product_id) {
-        if gate.store_id == grant.store_id && gate.refuses(&key) {
-            let refusal = ApiError::refused(Refusal::SoldOut);
-            state
-                .idempotency
-                .insert(cache_key, Arc::new(refusal_record(&refusal, request_hash)));
-            return Err(refusal);
-        }
-    }
-    // The circuit breaker: with the database away, a new order cannot commit; fail fast
-    // rather than queue. (Replays and sold-out refusals above need no database.)
-    if !state.actors.health().is_up() {
-        return Err(ApiError::Unavailable);
-    }
-    // First sight of this key in this process wins the marker; any other request with it
-    // is answered from the marker.
+    // First sight of this key in this process wins the marker (one cache operation for
+    // the lookup and the claim); any other request with it is answered from what the
+    // cache holds.
     let entry = state
         .idempotency
         .entry(cache_key.clone())
         .or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
+    crate::metrics::cache_lookup("idempotency", !entry.is_fresh());
     if !entry.is_fresh() {
         return answer_known(&entry.into_value(), request_hash);
     }
@@ -198,6 +178,22 @@ async fn place_order(
         cache: &state.idempotency,
         key: Some(cache_key),
     };
+    // The sold-out fast path: refused without a mailbox or the database. A key the
+    // product has an order for is let through, to be replayed. The refusal is kept like
+    // any other, so that a retry is answered as a replay.
+    if let Some(gate) = state.actors.gate(&body.product_id) {
+        if gate.store_id == grant.store_id && gate.refuses(&key) {
+            let refusal = ApiError::refused(Refusal::SoldOut);
+            guard.complete(refusal_record(&refusal, request_hash));
+            return Err(refusal);
+        }
+    }
+    // The circuit breaker: with the database away, a new order cannot commit; fail fast
+    // rather than queue (the marker goes with the guard). Replays and sold-out refusals
+    // above need no database.
+    if !state.actors.health().is_up() {
+        return Err(ApiError::Unavailable);
+    }
 
     let cmd = CheckoutCommand {
         span: tracing::Span::current(),

@@ -178,12 +178,12 @@ const API: &str = "/api/v1";
 /// A resource's full pattern, kept as its data: the metrics label of the requests it
 /// serves (asking actix for the matched pattern would match the path all over again).
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<str>);
 
 /// A resource that knows its label and answers a method it does not serve with a 405.
 fn resource(scope: &str, path: &str) -> actix_web::Resource {
     web::resource(path)
-        .app_data(RouteLabel(format!("{scope}{path}")))
+        .app_data(RouteLabel(Arc::from(format!("{scope}{path}"))))
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
         }))

@@ -1,13 +1,18 @@
 //! Every request: a root span (the trace's first hop, child of an incoming W3C
 //! `traceparent`) and the RED metrics by matched route.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::ResponseError;
+use foldhash::HashMap;
+use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -36,7 +41,7 @@ pub async fn front_door(
             }
             let response = next.call(req).instrument(span.clone()).await?;
             if !span.is_disabled() {
-                span.record("http.route", route_of(&response));
+                span.record("http.route", &**route_of(&response));
                 span.record("http.status_code", response.status().as_str());
             }
             response.map_into_left_body()
@@ -49,23 +54,51 @@ pub async fn front_door(
             req.into_response(response).map_into_right_body()
         }
     };
-    // Routing happened inside: the matched pattern keeps the label set bounded.
-    let route = route_of(&response);
-    HTTP_REQUESTS
-        .with_label_values(&[route, method.as_str(), response.status().as_str()])
-        .inc();
-    HTTP_DURATION
-        .with_label_values(&[route, method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    record_red(&response, method, started.elapsed().as_secs_f64());
     Ok(response)
 }
 
-/// The matched resource's label (see [`super::RouteLabel`]).
-fn route_of<B>(response: &ServiceResponse<B>) -> &str {
+/// The matched resource's label (see [`super::RouteLabel`]); routing happened inside, and
+/// the matched pattern keeps the label set bounded.
+fn route_of<B>(response: &ServiceResponse<B>) -> &Arc<str> {
+    static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched"));
     response
         .request()
         .app_data::<super::RouteLabel>()
-        .map_or("unmatched", |l| l.0.as_str())
+        .map_or(&UNMATCHED, |l| &l.0)
+}
+
+/// A route's RED series for one method and status.
+struct Red {
+    /// Holds the label, so that its address (part of the key) is not reused.
+    _route: Arc<str>,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+thread_local! {
+    /// The series each HTTP worker has used, by (route label address, method, status):
+    /// `with_label_values` hashes the label strings and takes a lock on every call.
+    static RED: RefCell<HashMap<(usize, Method, u16), Red>> = RefCell::new(HashMap::default());
+}
+
+fn record_red<B>(response: &ServiceResponse<B>, method: Method, seconds: f64) {
+    let route = route_of(response);
+    let status = response.status();
+    let key = (
+        Arc::as_ptr(route).cast::<u8>() as usize,
+        method,
+        status.as_u16(),
+    );
+    RED.with_borrow_mut(|series| {
+        let red = series.entry(key).or_insert_with_key(|(_, method, _)| Red {
+            _route: route.clone(),
+            requests: HTTP_REQUESTS.with_label_values(&[route, method.as_str(), status.as_str()]),
+            duration: HTTP_DURATION.with_label_values(&[route, method.as_str()]),
+        });
+        red.requests.inc();
+        red.duration.observe(seconds);
+    });
 }
 
 /// How much a request matters when the service must shed load.
