@@ -229,9 +229,10 @@ fn header_value(ascii: String) -> HeaderValue {
 }
 
 impl Snapshot {
-    /// Whether the representation still holds at `now` (no sale-window edge passed).
-    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
-        self.valid_until.is_none_or(|t| now < t)
+    /// Whether the representation still holds now (no sale-window edge passed); the
+    /// clock is read only for a snapshot that has such an edge ahead.
+    pub fn is_current(&self) -> bool {
+        self.valid_until.is_none_or(|t| Utc::now() < t)
     }
 }
 

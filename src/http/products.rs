@@ -150,7 +150,7 @@ async fn read_snapshot(
     product_id: &str,
 ) -> Result<Arc<Snapshot>, ApiError> {
     let published = state.actors.snapshot(product_id);
-    let hit = published.filter(|s| s.store_id == store_id && s.is_current(Utc::now()));
+    let hit = published.filter(|s| s.store_id == store_id && s.is_current());
     crate::metrics::cache_lookup("snapshot", hit.is_some());
     if let Some(snapshot) = hit {
         return Ok(snapshot);
