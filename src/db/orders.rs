@@ -139,39 +139,61 @@ pub async fn insert_batch(
         terms.push(o.consent.terms_version.as_str());
         marketing.push(o.consent.marketing);
     }
-    // The hot product's row lock is the one thing batches queue on, so it is taken last:
-    // the inserts run in parallel across batches, and only the stock update and the
-    // COMMIT hold the lock.
-    let tx = client.transaction().await.map_err(BatchError::RolledBack)?;
-    let insert = tx
+    // Statements are prepared (once per connection) before the transaction opens, so that
+    // it takes two round trips to PostgreSQL:
+    //   1. BEGIN and the inserts, pipelined;
+    //   2. the lock (two or more products), the stock update and COMMIT, pipelined.
+    // The hot product's row lock is the one thing batches queue on, so it is taken last
+    // and held for no round trip to this process: the server runs the UPDATE and the
+    // COMMIT back to back, and the next batch's UPDATE waits only for this one's WAL
+    // flush. (With a round trip in between, every batch held the lock while the writer's
+    // thread got scheduled, and the batches in flight committed one by one.)
+    let client: &deadpool_postgres::ClientWrapper = client;
+    let insert = client
         .prepare_cached(INSERT_ORDERS)
         .await
         .map_err(BatchError::RolledBack)?;
-    let rows = tx
-        .query(
-            &insert,
-            &[
-                &ids,
-                &store_ids,
-                &product_ids,
-                &customer_ids,
-                &quantities,
-                &prices,
-                &currencies,
-                &statuses,
-                &expires,
-                &created,
-                &keys,
-                &hashes,
-                &api_keys,
-                &addrs,
-                &terms,
-                &marketing,
-            ],
-        )
-        .instrument(tracing::debug_span!(SPAN_DB_INSERT_ORDERS, db.rows = n))
+    let take = client
+        .prepare_cached(TAKE_STOCK)
         .await
         .map_err(BatchError::RolledBack)?;
+    let lock = client
+        .prepare_cached(LOCK_PRODUCTS)
+        .await
+        .map_err(BatchError::RolledBack)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        &ids,
+        &store_ids,
+        &product_ids,
+        &customer_ids,
+        &quantities,
+        &prices,
+        &currencies,
+        &statuses,
+        &expires,
+        &created,
+        &keys,
+        &hashes,
+        &api_keys,
+        &addrs,
+        &terms,
+        &marketing,
+    ];
+    let (begun, rows) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client
+            .query(&insert, &params)
+            .instrument(tracing::debug_span!(SPAN_DB_INSERT_ORDERS, db.rows = n))
+    );
+    let rows = match begun.and(rows) {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Nothing can have committed. Leave no transaction open on the connection
+            // (a dead connection is dropped by the pool instead).
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(BatchError::RolledBack(e));
+        }
+    };
     let mut taken: BTreeMap<String, i64> = BTreeMap::new();
     let mut inserted = HashSet::with_capacity(rows.len());
     for row in &rows {
@@ -179,41 +201,34 @@ pub async fn insert_batch(
         inserted.insert(row.get(0));
     }
     let (products, quantities): (Vec<String>, Vec<i64>) = taken.into_iter().unzip();
-    if products.len() > 1 {
-        let lock = tx
-            .prepare_cached(LOCK_PRODUCTS)
-            .await
-            .map_err(BatchError::RolledBack)?;
-        tx.execute(&lock, &[&products])
-            .await
-            .map_err(BatchError::RolledBack)?;
+    let lock_rows = async {
+        if products.len() > 1 {
+            client.execute(&lock, &[&products]).await?;
+        }
+        Ok(())
+    };
+    let take_stock = async {
+        if !products.is_empty() {
+            client.execute(&take, &[&products, &quantities]).await?;
+        }
+        Ok(())
     }
-    if !products.is_empty() {
-        let take = tx
-            .prepare_cached(TAKE_STOCK)
-            .await
-            .map_err(BatchError::RolledBack)?;
-        tx.execute(&take, &[&products, &quantities])
-            .instrument(tracing::debug_span!(
-                SPAN_DB_TAKE_STOCK,
-                db.products = products.len()
-            ))
-            .await
-            .map_err(BatchError::RolledBack)?;
+    .instrument(tracing::debug_span!(
+        SPAN_DB_TAKE_STOCK,
+        db.products = products.len()
+    ));
+    let commit = client
+        .batch_execute("COMMIT")
+        .instrument(tracing::debug_span!(SPAN_DB_COMMIT));
+    let (locked, took, committed) = tokio::join!(lock_rows, take_stock, commit);
+    match (locked.and(took), committed) {
+        (Ok(()), Ok(())) => Ok(inserted),
+        // PostgreSQL refused a statement: the transaction aborted, and the COMMIT behind
+        // it ended it as a ROLLBACK (or PostgreSQL refused the COMMIT itself).
+        (Err(e), _) | (_, Err(e)) if e.as_db_error().is_some() => Err(BatchError::RolledBack(e)),
+        // The connection failed on the way: the COMMIT may or may not have run.
+        (Err(e), _) | (_, Err(e)) => Err(BatchError::Unknown(e)),
     }
-    tx.commit()
-        .instrument(tracing::debug_span!(SPAN_DB_COMMIT))
-        .await
-        .map_err(|e| {
-            // A COMMIT the server answered with an error did not commit; a connection lost
-            // on the way may have.
-            if e.as_db_error().is_some() {
-                BatchError::RolledBack(e)
-            } else {
-                BatchError::Unknown(e)
-            }
-        })?;
-    Ok(inserted)
 }
 
 /// Of `ids`, those that are in the database (after a commit whose outcome is unknown).
