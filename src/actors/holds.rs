@@ -16,12 +16,17 @@ use chrono::{DateTime, Utc};
 
 use super::product::{Lifecycle, LifecycleReply, ProductActor, State};
 use super::Failure;
-use crate::db::orders::{transition_orders, ChangedBy, HeldOrder};
+use crate::db::orders::{existing_ids, transition_orders, ChangedBy, HeldOrder};
 use crate::domain::ledger::Refusal;
 use crate::domain::order::Order;
 
-/// How long to wait before writing lapsed holds again after the database failed.
+/// How long to wait before writing lapsed holds again after the database failed, or
+/// while a lapsed hold's order is still on its way to the database.
 const EXPIRY_RETRY: Duration = Duration::from_secs(1);
+/// How long past its expiry a lapsed hold's order is looked for in the database. Beyond
+/// it the writer has given up on the order (a batch whose outcome stayed unknown); the
+/// stock stays taken, as the writer left it, until the actor is rebuilt.
+const EXPIRY_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 struct Hold {
     customer_id: String,
@@ -35,8 +40,9 @@ struct Hold {
 pub(super) struct Holds {
     /// order id → hold, with its expiry timer armed.
     live: HashMap<String, Hold>,
-    /// Lapsed holds to be written as expired; their stock is still taken.
-    expiring: HashSet<String>,
+    /// Lapsed holds to be written as expired (order id → when the hold lapsed); their
+    /// stock is still taken.
+    expiring: HashMap<String, DateTime<Utc>>,
     /// Whether an expiry write is under way (one at a time, carrying all lapsed holds).
     writing: bool,
 }
@@ -92,8 +98,8 @@ impl ProductActor {
     /// A hold's time is up: it can no longer be confirmed; write it as expired.
     fn lapse(&mut self, order_id: String, ctx: &mut Context<Self>) {
         let Some(loaded) = self.loaded() else { return };
-        if loaded.holds.live.remove(&order_id).is_some() {
-            loaded.holds.expiring.insert(order_id);
+        if let Some(hold) = loaded.holds.live.remove(&order_id) {
+            loaded.holds.expiring.insert(order_id, hold.expires_at);
             self.write_expiries(ctx);
         }
     }
@@ -106,7 +112,7 @@ impl ProductActor {
             return;
         }
         loaded.holds.writing = true;
-        let ids: Vec<String> = loaded.holds.expiring.iter().cloned().collect();
+        let ids: Vec<String> = loaded.holds.expiring.keys().cloned().collect();
         let write = async move {
             let client = pool.get().await?;
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -119,15 +125,47 @@ impl ProductActor {
                 &ChangedBy::default(),
             )
             .await?;
-            Ok::<_, anyhow::Error>((ids, expired))
+            // An order not expired is either settled already (confirmed, cancelled) or not
+            // in the database yet: its batch is still on its way (the hold lapsed first).
+            // The latter are tried again until the batch commits or gives them back.
+            let changed: HashSet<&str> = expired.iter().map(|o| o.id.as_str()).collect();
+            let unsettled: Vec<&str> = refs
+                .iter()
+                .copied()
+                .filter(|id| !changed.contains(id))
+                .collect();
+            let in_db = if unsettled.is_empty() {
+                HashSet::new()
+            } else {
+                existing_ids(&**client, &unsettled).await?
+            };
+            let not_yet: Vec<String> = unsettled
+                .into_iter()
+                .filter(|id| !in_db.contains(*id))
+                .map(str::to_owned)
+                .collect();
+            Ok::<_, anyhow::Error>((ids, expired, not_yet))
         };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             let product_id = act.product_id.clone();
             let Some(loaded) = act.loaded() else { return };
             loaded.holds.writing = false;
             match written {
-                Ok((ids, expired)) => {
+                Ok((ids, expired, not_yet)) => {
+                    let patience = Utc::now() - EXPIRY_PATIENCE;
+                    let mut waiting = false;
                     for id in &ids {
+                        // Gone meanwhile: its batch failed and gave the stock back.
+                        let Some(lapsed_at) = loaded.holds.expiring.get(id).copied() else {
+                            continue;
+                        };
+                        if not_yet.contains(id) {
+                            if lapsed_at > patience {
+                                waiting = true;
+                                continue;
+                            }
+                            tracing::warn!(product.id = %product_id, order.id = %id, "a lapsed hold's order never reached the database; its stock stays taken until the product reloads");
+                        }
                         loaded.holds.expiring.remove(id);
                     }
                     for order in &expired {
@@ -137,7 +175,11 @@ impl ProductActor {
                         loaded.touch(Utc::now());
                         tracing::debug!(product.id = %product_id, orders.expired = expired.len(), "holds expired");
                     }
-                    act.write_expiries(ctx);
+                    if waiting {
+                        ctx.run_later(EXPIRY_RETRY, |act, ctx| act.write_expiries(ctx));
+                    } else {
+                        act.write_expiries(ctx);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(product.id = %product_id, error = %e, "failed to expire holds; retrying");
@@ -160,7 +202,7 @@ impl ProductActor {
         let Some(loaded) = self.loaded() else {
             return drop(reply.send(Err(Failure::Unavailable)));
         };
-        if loaded.holds.expiring.contains(&order_id) {
+        if loaded.holds.expiring.contains_key(&order_id) {
             return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
         }
         let Some(hold) = loaded.holds.take(&order_id, ctx) else {
@@ -168,7 +210,7 @@ impl ProductActor {
         };
         if Utc::now() >= hold.expires_at {
             // Its timer has not run yet, but its time is up: expiry wins.
-            loaded.holds.expiring.insert(order_id);
+            loaded.holds.expiring.insert(order_id, hold.expires_at);
             self.write_expiries(ctx);
             return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
         }
@@ -211,7 +253,7 @@ impl ProductActor {
         let Some(loaded) = self.loaded() else {
             return drop(reply.send(Err(Failure::Unavailable)));
         };
-        if loaded.holds.expiring.contains(&order_id) {
+        if loaded.holds.expiring.contains_key(&order_id) {
             return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
         }
         let hold = loaded.holds.take(&order_id, ctx);

@@ -238,6 +238,53 @@ async fn holds_expire_on_time_and_give_stock_and_limits_back() {
 }
 
 #[actix_web::test]
+async fn a_hold_that_lapses_before_its_batch_commits_still_expires() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product(&store, 5, json!({"hold_seconds": 1}))
+        .await;
+    // Another session holds the product row, so the batch carrying the order waits for
+    // its stock update until well after the 1 s hold has lapsed.
+    let mut blocker = app.db().await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM products WHERE id = $1 FOR UPDATE",
+        &[&product],
+    )
+    .await
+    .unwrap();
+    let body = checkout_body(&product, 2, "alice");
+    let (response, ()) = tokio::join!(app.checkout(&store.storefront, "k1", &body), async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tx.commit().await.unwrap();
+    });
+    assert_eq!(response.status(), 201);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "reserved");
+    let id = order["id"].as_str().unwrap();
+
+    // Committed after its hold lapsed: it must still expire, and its stock come back.
+    let db = app.db().await;
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = db
+            .query_one("SELECT status FROM orders WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        if status == "expired" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "expired");
+    let (total, available_db, held, _) = stock_from_db(&db, &product).await;
+    assert_eq!((total, available_db, held), (5, 5, 0));
+    assert_eq!(available(&app, &store, &product).await, 5);
+}
+
+#[actix_web::test]
 async fn confirms_racing_the_expiry_instant_exactly_one_wins() {
     let app = spawn_app().await;
     let store = app.create_store().await;
