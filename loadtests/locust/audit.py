@@ -144,8 +144,8 @@ def dangling_references(conn):
                UNION ALL
                SELECT 'outbox event ' || e.id || ': no ' || split_part(e.type, '.', 1) || ' ' || e.subject_id
                  FROM outbox_events e
-                WHERE (e.type LIKE 'order.%%' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.subject_id))
-                   OR (e.type LIKE 'product.%%' AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = e.subject_id))
+                WHERE (e.type LIKE 'order.%' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.subject_id))
+                   OR (e.type LIKE 'product.%' AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = e.subject_id))
                    OR NOT EXISTS (SELECT 1 FROM stores s WHERE s.id = e.store_id)
                 LIMIT 50"""
         )
