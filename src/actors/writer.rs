@@ -141,14 +141,14 @@ enum Outcome {
 async fn write_batch(pool: &Pool, batch: &[Write]) -> Outcome {
     let orders: Vec<&NewOrder> = batch.iter().map(|w| &w.order).collect();
     let started = Instant::now();
-    let mut client = match pool.get().await {
+    let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(batch.size = batch.len(), error = %e, "order batch failed: no connection");
             return Outcome::RolledBack;
         }
     };
-    let result = insert_batch(&mut client, &orders).await;
+    let result = insert_batch(&client, &orders).await;
     drop(client);
     WRITER_COMMIT.observe(started.elapsed().as_secs_f64());
     match result {

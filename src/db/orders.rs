@@ -101,7 +101,7 @@ pub enum BatchError {
 /// Writes one batch in one transaction. Returns the ids inserted; the others' keys were
 /// already used in their store.
 pub async fn insert_batch(
-    client: &mut deadpool_postgres::Client,
+    client: &deadpool_postgres::Client,
     batch: &[&NewOrder],
 ) -> Result<HashSet<String>, BatchError> {
     let n = batch.len();
@@ -148,7 +148,6 @@ pub async fn insert_batch(
     // COMMIT back to back, and the next batch's UPDATE waits only for this one's WAL
     // flush. (With a round trip in between, every batch held the lock while the writer's
     // thread got scheduled, and the batches in flight committed one by one.)
-    let client: &deadpool_postgres::ClientWrapper = client;
     let insert = client
         .prepare_cached(INSERT_ORDERS)
         .await
