@@ -1,9 +1,10 @@
 //! `POST /checkout`: idempotency first, then the store and product actors, then the
 //! writer; the answer comes once the order is committed.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use actix_web::http::{header, StatusCode};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::auth::{Caller, ANY_STORE_KEY};
@@ -106,15 +107,15 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-fn replay(status: u16, content_type: &str, body: Vec<u8>) -> HttpResponse {
+fn replay(status: u16, content_type: &str, body: Bytes) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
         .content_type(content_type)
         .insert_header((IDEMPOTENT_REPLAYED, "true"))
         .body(body)
 }
 
-fn created(order: &Order) -> Vec<u8> {
-    serde_json::to_vec(order).unwrap_or_default()
+fn created(order: &Order) -> Bytes {
+    serde_json::to_vec(order).unwrap_or_default().into()
 }
 
 /// Buys `quantity` units of a product. 201 means the order is committed.
@@ -163,6 +164,23 @@ async fn place_order(
         .check_checkout(&body.customer_id, client_addr.as_deref())?;
     let request_hash = body.fingerprint();
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
+    // The sold-out fast path: refused without a mailbox or the database. A key the
+    // product has an order for is let through, to be replayed. The refusal is kept like
+    // any other, so that a retry is answered as a replay; it claims the key in the same
+    // cache operation that looks it up, so a refusal costs one cache write.
+    if let Some(gate) = state.actors.gate(&body.product_id) {
+        if gate.store_id == grant.store_id && gate.refuses(&key) {
+            let entry = state
+                .idempotency
+                .entry(cache_key)
+                .or_insert_with(|| Arc::new(sold_out_record(request_hash)));
+            crate::metrics::cache_lookup("idempotency", !entry.is_fresh());
+            if entry.is_fresh() {
+                return Err(ApiError::refused(Refusal::SoldOut));
+            }
+            return answer_known(&entry.into_value(), request_hash);
+        }
+    }
     // First sight of this key in this process wins the marker (one cache operation for
     // the lookup and the claim); any other request with it is answered from what the
     // cache holds.
@@ -178,16 +196,6 @@ async fn place_order(
         cache: &state.idempotency,
         key: Some(cache_key),
     };
-    // The sold-out fast path: refused without a mailbox or the database. A key the
-    // product has an order for is let through, to be replayed. The refusal is kept like
-    // any other, so that a retry is answered as a replay.
-    if let Some(gate) = state.actors.gate(&body.product_id) {
-        if gate.store_id == grant.store_id && gate.refuses(&key) {
-            let refusal = ApiError::refused(Refusal::SoldOut);
-            guard.complete(refusal_record(&refusal, request_hash));
-            return Err(refusal);
-        }
-    }
     // The circuit breaker: with the database away, a new order cannot commit; fail fast
     // rather than queue (the marker goes with the guard). Replays and sold-out refusals
     // above need no database.
@@ -264,7 +272,19 @@ fn refusal_record(refusal: &ApiError, request_hash: [u8; 32]) -> Idempotency {
         request_hash,
         status: refusal.status_code().as_u16(),
         content_type: PROBLEM_JSON,
-        body: refusal.body(),
+        body: refusal.body().into(),
+    }
+}
+
+/// What is kept of a sold-out refusal: every one shares the same rendered body.
+fn sold_out_record(request_hash: [u8; 32]) -> Idempotency {
+    static SOLD_OUT: LazyLock<Bytes> =
+        LazyLock::new(|| ApiError::refused(Refusal::SoldOut).body().into());
+    Idempotency::Done {
+        request_hash,
+        status: StatusCode::CONFLICT.as_u16(),
+        content_type: PROBLEM_JSON,
+        body: SOLD_OUT.clone(),
     }
 }
 

@@ -45,7 +45,8 @@ pub enum Idempotency {
         request_hash: [u8; 32],
         status: u16,
         content_type: &'static str,
-        body: Vec<u8>,
+        /// Shared, so that a replay sends it without a copy.
+        body: actix_web::web::Bytes,
     },
 }
 
