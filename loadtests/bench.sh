@@ -10,7 +10,8 @@
 #                         If-None-Match (product-304), a page of 50 products with
 #                         gzip (list-50), each vs /healthz
 # Every phase compared with /healthz runs in ROUNDS rounds alternating with its
-# /healthz reference (DURATION/ROUNDS each); the rounds are merged.
+# /healthz reference (DURATION/ROUNDS each); the rounds are merged. The summary
+# also gives the server's and the private PostgreSQL's CPU per request in each phase.
 # Results: a Markdown summary on stdout and in loadtests/results/<timestamp>/
 # together with the raw wrk outputs, /metrics scrapes and the server log.
 #
@@ -229,21 +230,65 @@ check_status() {
   [[ $code == "$expect" ]] || warn "GET $path answered $code before phase ${name%-check}, expected $expect"
 }
 
+# ticks PID ...: the user + system CPU time of these processes, in clock ticks (a
+# process that is gone counts 0).
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+ticks() {
+  local total=0 p stat
+  local -a f
+  for p in "$@"; do
+    stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    read -r -a f <<<"${stat##*) }" # the fields after "(command) ", from field 3 on
+    total=$((total + f[11] + f[12])) # utime and stime: fields 14 and 15
+  done
+  echo "$total"
+}
+
+# db_pids: the private PostgreSQL's postmaster and its children (nothing with
+# DATABASE_URL: an external server's CPU is not this machine's business).
+db_pids() {
+  [[ -n $DATA_DIR && -r $DATA_DIR/pgdata/postmaster.pid ]] || return 0
+  local pm
+  pm=$(head -n 1 "$DATA_DIR/pgdata/postmaster.pid")
+  [[ $pm =~ ^[0-9]+$ ]] || return 0
+  echo "$pm"
+  pgrep -P "$pm" || true
+}
+
 # run_wrk NAME SCRIPT DURATION [VAR=VALUE ...] -> $OUT/NAME.txt, $OUT/NAME.json
+# The JSON also gets the CPU time the server (server_cpu_s) and the private
+# PostgreSQL (db_cpu_s) spent while wrk ran.
 run_wrk() {
   local name=$1 script=$2 dur=$3
   shift 3
   local out="$OUT/$name.txt"
   log "phase $name: wrk -t$THREADS -c$CONNECTIONS -d$dur -s $script"
-  local rc=0
+  local rc=0 server0 server1 db0 db1
+  # shellcheck disable=SC2046 # one PID per word
+  server0=$(ticks "$SERVER_PID") db0=$(ticks $(db_pids))
   env FS_RUN="$RUN_ID" FS_PHASE="$name" "$@" \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --timeout "$WRK_TIMEOUT" --latency \
     -s "$HERE/$script" "$BASE" >"$out" 2>&1 || rc=$?
+  # shellcheck disable=SC2046
+  server1=$(ticks "$SERVER_PID") db1=$(ticks $(db_pids))
   grep -v '^FSBENCH_RESULT ' "$out" | sed 's/^/    /' >&2 || true
   server_alive || server_died "during phase $name"
   ((rc == 0)) || die "wrk failed (exit $rc) in phase $name; see $out"
   { grep '^FSBENCH_RESULT ' "$out" || true; } | tail -n 1 | cut -d' ' -f2- >"$OUT/$name.json"
   [[ -s "$OUT/$name.json" ]] || die "no FSBENCH_RESULT line from $script in phase $name; see $out"
+  python3 - "$OUT/$name.json" "$((server1 - server0))" "$((db1 - db0))" "$CLK_TCK" \
+    "$([[ -n $DATA_DIR ]] && echo private || echo external)" <<'PY' ||
+import json, sys
+path, server, db, hz, database = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+with open(path) as f:
+    result = json.load(f)
+result["server_cpu_s"] = server / hz
+if database == "private":
+    result["db_cpu_s"] = db / hz
+with open(path, "w") as f:
+    json.dump(result, f)
+PY
+    die "could not add the CPU times to $OUT/$name.json"
   sleep 1
 }
 
@@ -670,6 +715,32 @@ lines += [
     f"| list-50: mean response size | {ls_size} | | |",
     f"| ratio list-50 / healthz | {ratio_cell(ls_ratio, ls_rounds)} | >= 0.5 | {t_ls} |",
 ]
+# Where the CPU went: the server's and the private PostgreSQL's CPU time while wrk ran,
+# per request (per 201 for the hot SKU), and the server's against its /healthz rounds.
+def cpu_per(res, key, count="requests"):
+    if not res or res.get(key) is None or not res.get(count):
+        return None
+    return res[key] / res[count] * 1e6
+
+def us(x):
+    return "n/a" if x is None else f"{x:.1f} µs"
+
+lines += ["", "CPU per request while the phase ran (`/proc`; wrk's own CPU not counted):", "",
+          "| phase | server | × its /healthz rounds | private PostgreSQL |", "|---|---|---|---|"]
+cpu = {}
+for label, res, count, ref in (("/healthz (hot-SKU rounds)", hz, "requests", None),
+                               ("hot SKU, per 201", co, "created", hz),
+                               ("/healthz (refusal rounds)", hz2, "requests", None),
+                               ("refusal", rf, "requests", hz2),
+                               ("/healthz (read rounds)", hz3, "requests", None),
+                               ("product-get", pg, "requests", hz3),
+                               ("product-304", p304, "requests", hz3),
+                               ("list-50", ls, "requests", hz3)):
+    server, db = cpu_per(res, "server_cpu_s", count), cpu_per(res, "db_cpu_s", count)
+    base = cpu_per(ref, "server_cpu_s")
+    factor = f"{server / base:.2f}" if server is not None and base else ""
+    cpu[label] = {"server_us": server, "db_us": db, "vs_healthz": server / base if factor else None}
+    lines.append(f"| {label} | {us(server)} | {factor} | {us(db) if db is not None else 'n/a'} |")
 if warnings:
     lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]
 text = "\n".join(lines) + "\n"
@@ -688,6 +759,7 @@ with open(os.path.join(out, "summary.json"), "w") as f:
                "list_50_per_s": ls_rate, "list_50_ratio": ls_ratio,
                "list_50_mean_wire_bytes": ls and ls.get("mean_wire_bytes"),
                "list_50_mean_body_bytes": ls and ls.get("mean_body_bytes"),
+               "cpu_per_request": cpu,
                "warnings": warnings, "failed_targets": failures}, f, indent=2)
 print(text)
 for w in warnings:
