@@ -20,7 +20,7 @@
 #   DURATION=15s ROUNDS=5 CONNECTIONS=256 THREADS=1 WARMUP=3s BENCH_LISTEN=127.0.0.1:18080
 #   SELLOUT_STOCK=10000 SELLOUT_BUYERS=100000 SELLOUT_TIMEOUT=120s LIST_PRODUCTS=60
 #   DATABASE_URL=... (else a private PostgreSQL in a fresh temp dir)
-#   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s
+#   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s SETTLE_TIMEOUT=30
 #   KEEP_DATA=1 RESULTS_ROOT=dir STRICT=1 (exit 1 when a target or check fails)
 set -euo pipefail
 
@@ -41,6 +41,7 @@ SELLOUT_TIMEOUT=${SELLOUT_TIMEOUT:-120s}
 LIST_PRODUCTS=${LIST_PRODUCTS:-60}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
+SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-30}
 WRK_TIMEOUT=${WRK_TIMEOUT:-5s}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
@@ -86,6 +87,7 @@ is_pos "$SELLOUT_BUYERS" || die "SELLOUT_BUYERS must be a positive integer, got 
 ((SELLOUT_BUYERS >= THREADS)) || die "SELLOUT_BUYERS ($SELLOUT_BUYERS) must be >= THREADS ($THREADS)"
 is_uint "$READY_TIMEOUT" || die "READY_TIMEOUT must be whole seconds, got '$READY_TIMEOUT'"
 is_uint "$STOP_TIMEOUT" || die "STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'"
+is_uint "$SETTLE_TIMEOUT" || die "SETTLE_TIMEOUT must be whole seconds, got '$SETTLE_TIMEOUT'"
 for v in DURATION SELLOUT_TIMEOUT WRK_TIMEOUT; do
   is_duration "${!v}" || die "$v must look like 15, 15s, 2m or 1h, got '${!v}'"
 done
@@ -255,6 +257,23 @@ db_pids() {
   pgrep -P "$pm" || true
 }
 
+# settle: waits (up to SETTLE_TIMEOUT seconds) until the server and the private
+# PostgreSQL use less than 5% of a core over a second, so that a phase does not
+# start while the last one's aftermath (cache housekeeping, autovacuum) still runs;
+# that would slow down whichever round comes first.
+settle() {
+  local deadline=$((SECONDS + SETTLE_TIMEOUT)) before after
+  while ((SECONDS < deadline)); do
+    # shellcheck disable=SC2046 # one PID per word
+    before=$(ticks "$SERVER_PID" $(db_pids))
+    sleep 1
+    # shellcheck disable=SC2046
+    after=$(ticks "$SERVER_PID" $(db_pids))
+    ((100 * (after - before) < 5 * CLK_TCK)) && return 0
+  done
+  warn "server and database still busy ${SETTLE_TIMEOUT}s after the last phase; going on"
+}
+
 # run_wrk NAME SCRIPT DURATION [VAR=VALUE ...] -> $OUT/NAME.txt, $OUT/NAME.json
 # The JSON also gets the CPU time the server (server_cpu_s) and the private
 # PostgreSQL (db_cpu_s) spent while wrk ran.
@@ -399,6 +418,7 @@ fi
 # drifts from one run to the next; alternating makes the drift hit both sides alike.
 in_rounds() {
   local r fn name files
+  settle
   for ((r = 1; r <= ROUNDS; r++)); do
     for fn in "$@"; do "$fn" "$r"; done
   done
