@@ -232,18 +232,25 @@ check_status() {
   [[ $code == "$expect" ]] || warn "GET $path answered $code before phase ${name%-check}, expected $expect"
 }
 
-# ticks PID ...: the user + system CPU time of these processes, in clock ticks (a
-# process that is gone counts 0).
+# cpu PID ...: "PID TICKS" for each of these processes still running, TICKS being its
+# user + system CPU time in clock ticks.
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-ticks() {
-  local total=0 p stat
+cpu() {
+  local p stat
   local -a f
   for p in "$@"; do
     stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
     read -r -a f <<<"${stat##*) }" # the fields after "(command) ", from field 3 on
-    total=$((total + f[11] + f[12])) # utime and stime: fields 14 and 15
+    echo "$p $((f[11] + f[12]))"   # utime and stime: fields 14 and 15
   done
-  echo "$total"
+}
+
+# spent BEFORE AFTER: the ticks spent between two `cpu` readings by the processes
+# in AFTER (all of them for one that started in between; one that ended in between
+# is not counted).
+spent() {
+  awk 'NR == FNR { before[$1] = $2; next } { total += $2 - before[$1] } END { print total + 0 }' \
+    <(printf '%s\n' "$1") <(printf '%s\n' "$2")
 }
 
 # db_pids: the private PostgreSQL's postmaster and its children (nothing with
@@ -265,11 +272,11 @@ settle() {
   local deadline=$((SECONDS + SETTLE_TIMEOUT)) before after
   while ((SECONDS < deadline)); do
     # shellcheck disable=SC2046 # one PID per word
-    before=$(ticks "$SERVER_PID" $(db_pids))
+    before=$(cpu "$SERVER_PID" $(db_pids))
     sleep 1
     # shellcheck disable=SC2046
-    after=$(ticks "$SERVER_PID" $(db_pids))
-    ((100 * (after - before) < 5 * CLK_TCK)) && return 0
+    after=$(cpu "$SERVER_PID" $(db_pids))
+    ((100 * $(spent "$before" "$after") < 5 * CLK_TCK)) && return 0
   done
   warn "server and database still busy ${SETTLE_TIMEOUT}s after the last phase; going on"
 }
@@ -284,18 +291,18 @@ run_wrk() {
   log "phase $name: wrk -t$THREADS -c$CONNECTIONS -d$dur -s $script"
   local rc=0 server0 server1 db0 db1
   # shellcheck disable=SC2046 # one PID per word
-  server0=$(ticks "$SERVER_PID") db0=$(ticks $(db_pids))
+  server0=$(cpu "$SERVER_PID") db0=$(cpu $(db_pids))
   env FS_RUN="$RUN_ID" FS_PHASE="$name" "$@" \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --timeout "$WRK_TIMEOUT" --latency \
     -s "$HERE/$script" "$BASE" >"$out" 2>&1 || rc=$?
   # shellcheck disable=SC2046
-  server1=$(ticks "$SERVER_PID") db1=$(ticks $(db_pids))
+  server1=$(cpu "$SERVER_PID") db1=$(cpu $(db_pids))
   grep -v '^FSBENCH_RESULT ' "$out" | sed 's/^/    /' >&2 || true
   server_alive || server_died "during phase $name"
   ((rc == 0)) || die "wrk failed (exit $rc) in phase $name; see $out"
   { grep '^FSBENCH_RESULT ' "$out" || true; } | tail -n 1 | cut -d' ' -f2- >"$OUT/$name.json"
   [[ -s "$OUT/$name.json" ]] || die "no FSBENCH_RESULT line from $script in phase $name; see $out"
-  python3 - "$OUT/$name.json" "$((server1 - server0))" "$((db1 - db0))" "$CLK_TCK" \
+  python3 - "$OUT/$name.json" "$(spent "$server0" "$server1")" "$(spent "$db0" "$db1")" "$CLK_TCK" \
     "$([[ -n $DATA_DIR ]] && echo private || echo external)" <<'PY' ||
 import json, sys
 path, server, db, hz, database = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
