@@ -210,6 +210,18 @@ async fn replays_return_the_original_answer_also_after_a_restart() {
         .await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), refused_body);
+    // The refused key is claimed like any other: with another body it is a reuse.
+    assert_problem(
+        app.checkout(
+            &store.storefront,
+            "order-2",
+            &checkout_body(&product, 1, "eve"),
+        )
+        .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
 
     // Restart: a new process on the same database; the product is sold out, yet the
     // retry gets its order back, byte for byte.
