@@ -1,5 +1,6 @@
 //! Who is calling: the operator, or a store's key.
 
+use std::cell::Cell;
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
@@ -64,19 +65,36 @@ impl FromRequest for Caller {
         if hash == state.admin_token_hash {
             return Either::Left(ready(Ok(Caller::Operator)));
         }
-        let cached = state.keys.get(&hash);
-        crate::metrics::cache_lookup("api_keys", cached.is_some());
-        if let Some(grant) = cached {
+        if let Some(grant) = state.keys.get(&hash) {
+            crate::metrics::cache_lookup("api_keys", true);
             return Either::Left(ready(admit_key(state, grant)));
         }
         let state = state.clone();
         Either::Right(Box::pin(async move {
-            let client = state.pool.get().await?;
-            let grant = find_key(&**client, &hash).await?.map(Arc::new);
-            state.keys.insert(hash, grant.clone());
+            let grant = load_key(&state, hash).await?;
             admit_key(&state, grant)
         }))
     }
+}
+
+/// A key that is not in the cache, from the database: one query for all the requests
+/// that miss with it at the same time (see [`AppState::key_loads`]). Only the request
+/// whose query ran counts as a cache miss.
+async fn load_key(state: &AppState, hash: [u8; 32]) -> Result<Option<Arc<KeyGrant>>, ApiError> {
+    let queried = Cell::new(false);
+    let grant = state
+        .key_loads
+        .try_get_with(hash, async {
+            queried.set(true);
+            let client = state.pool.get().await?;
+            Ok::<_, ApiError>(find_key(&**client, &hash).await?.map(Arc::new))
+        })
+        .await
+        // The query's error was logged where it happened; every waiter gets a 503.
+        .map_err(|_| ApiError::Unavailable)?;
+    crate::metrics::cache_lookup("api_keys", !queried.get());
+    state.keys.insert(hash, grant.clone());
+    Ok(grant)
 }
 
 /// A known key within its rate limits is a caller.

@@ -31,6 +31,8 @@ use errors::ApiError;
 pub const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an API key lookup (or a miss) is remembered.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a finished key lookup is shared with requests that missed the cache with it.
+const KEY_LOAD_TTL: Duration = Duration::from_secs(1);
 /// How long an idempotency result is kept in memory (the database keeps orders' keys
 /// for good).
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -61,6 +63,12 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// Key hash → grant (or `None`: no such key), for `KEY_CACHE_TTL`.
     pub keys: crate::Cache<[u8; 32], Option<Arc<KeyGrant>>>,
+    /// Key lookups in the database, by key hash, kept for `KEY_LOAD_TTL`: concurrent
+    /// misses on one key share one query (`try_get_with`). All buyers of a store use its
+    /// storefront key, so a drop that opens on a cold cache would otherwise send one
+    /// query per buyer, and queue them for the pool's connections.
+    pub key_loads:
+        moka::future::Cache<[u8; 32], Option<Arc<KeyGrant>>, foldhash::fast::RandomState>,
     /// `store_id \x1f key` → result.
     pub idempotency: crate::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
@@ -91,6 +99,10 @@ impl AppState {
             keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KEY_CACHE_TTL)
+                .build_with_hasher(Default::default()),
+            key_loads: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(KEY_LOAD_TTL)
                 .build_with_hasher(Default::default()),
             idempotency: moka::sync::Cache::builder()
                 .max_capacity(settings.idempotency_cache)
