@@ -27,3 +27,7 @@ pub mod telemetry;
 /// keys several times; foldhash is several times faster and still seeded per process, so
 /// client-chosen keys (idempotency keys) cannot be aimed at one bucket.
 pub type Cache<K, V> = moka::sync::Cache<K, V, foldhash::fast::RandomState>;
+
+/// The same, for values loaded by async code: `try_get_with` lets the requests that miss
+/// with one key at the same time share one load.
+pub type FutureCache<K, V> = moka::future::Cache<K, V, foldhash::fast::RandomState>;

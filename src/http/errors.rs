@@ -12,7 +12,7 @@ use crate::domain::validate::FieldError;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Every error the API answers with. Internal details are logged, never sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 400 `malformed_body`: the body is not JSON.
     #[error("the body is not valid JSON: {0}")]

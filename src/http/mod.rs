@@ -67,14 +67,13 @@ pub struct AppState {
     /// misses on one key share one query (`try_get_with`). All buyers of a store use its
     /// storefront key, so a drop that opens on a cold cache would otherwise send one
     /// query per buyer, and queue them for the pool's connections.
-    pub key_loads:
-        moka::future::Cache<[u8; 32], Option<Arc<KeyGrant>>, foldhash::fast::RandomState>,
+    pub key_loads: crate::FutureCache<[u8; 32], Option<Arc<KeyGrant>>>,
     /// `store_id \x1f key` → result.
     pub idempotency: crate::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
     /// Rendered listing pages (`generation \x1f store \x1f kind?query` → JSON), kept
-    /// for the max-age they advertise.
-    pub listings: crate::Cache<String, actix_web::web::Bytes>,
+    /// for the max-age they advertise; concurrent misses on one page share one rendering.
+    pub listings: crate::FutureCache<String, actix_web::web::Bytes>,
     /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
     /// it is never served after it.
     pub catalog_generation: std::sync::atomic::AtomicU64,
@@ -109,7 +108,7 @@ impl AppState {
                 .time_to_live(IDEMPOTENCY_TTL)
                 .build_with_hasher(Default::default()),
             body_limit: settings.body_limit,
-            listings: moka::sync::Cache::builder()
+            listings: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(LISTING_TTL)
                 .build_with_hasher(Default::default()),

@@ -1,5 +1,6 @@
 //! Products: created in PostgreSQL, then read and restocked through their actors.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -627,16 +628,19 @@ async fn cached_listing(
         req.query_string(),
         encoding.name()
     );
-    let cached = state.listings.get(&key);
-    crate::metrics::cache_lookup("listing", cached.is_some());
-    let body = match cached {
-        Some(body) => body,
-        None => {
-            let body = encoding.encode(render.await?);
-            state.listings.insert(key, body.clone());
-            body
-        }
-    };
+    // Requests that miss with the same key at the same time (as all do the moment a
+    // page's max-age runs out under load) share one rendering: one query, one
+    // compression. Only the request that rendered counts as a miss.
+    let rendered = Cell::new(false);
+    let body = state
+        .listings
+        .try_get_with(key, async {
+            rendered.set(true);
+            Ok::<_, ApiError>(encoding.encode(render.await?))
+        })
+        .await
+        .map_err(|e| ApiError::clone(&e))?;
+    crate::metrics::cache_lookup("listing", !rendered.get());
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CACHE_CONTROL, LISTING_CACHE_CONTROL))

@@ -566,3 +566,48 @@ async fn postgres_stopped_and_started_under_a_running_server() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The moment a listing page's max-age runs out under load, every request for it misses
+/// at once. They share one rendering: while its query is held up (a lock on `products`,
+/// longer than a request may wait for a pooled connection), the others wait for it
+/// instead of each taking a connection, and all get the page.
+#[actix_web::test]
+async fn concurrent_misses_on_one_listing_share_one_rendering() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    for _ in 0..3 {
+        app.create_product(&store, 10, json!({})).await;
+    }
+    // The storefront key is cached now; the page asked for below is not.
+    let warm = app.get("/api/v1/products?limit=2", &store.storefront).await;
+    assert_eq!(warm.status(), 200);
+
+    let mut db = app.db().await;
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = app.url("/api/v1/products?limit=3");
+    let pages: Vec<_> = (0..40)
+        .map(|_| {
+            let request = client.get(&url).bearer_auth(&store.storefront).send();
+            actix_web::rt::spawn(async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (status, body["items"].as_array().map_or(0, Vec::len))
+            })
+        })
+        .collect();
+    // Longer than the pool's 2 s wait for a connection.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    lock.commit().await.unwrap();
+
+    let answers: Vec<(u16, usize)> = futures_util::future::join_all(pages)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(answers.iter().all(|a| *a == (200, 3)), "{answers:?}");
+}
