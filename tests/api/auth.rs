@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, checkout_body, spawn_app};
+use crate::helpers::{assert_problem, checkout_body, gets_while_locked, spawn_app};
 
 #[actix_web::test]
 async fn operator_creates_a_store_and_keys_are_shown_once_and_stored_hashed() {
@@ -333,38 +333,18 @@ async fn operations_endpoints_and_openapi_document() {
 }
 
 /// A drop that opens on a cold key cache: every buyer comes with the store's one
-/// storefront key. While the key's lookup is held up (here by a lock on `api_keys`, for
-/// longer than a request may wait for a pooled connection), the requests that missed
-/// with it wait for that one query instead of each taking a connection, so none of them
-/// is turned away when it answers.
+/// storefront key. While the key's lookup is held up (a lock on `api_keys`, for longer
+/// than a request may wait for a pooled connection), the requests that missed with it
+/// wait for that one query instead of each taking a connection, so none of them is
+/// turned away when it answers.
 #[actix_web::test]
 async fn concurrent_misses_on_one_key_share_one_lookup() {
     let app = spawn_app().await;
     let store = app.create_store().await;
     let product = app.create_product(&store, 10, json!({})).await;
 
-    let mut db = app.db().await;
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let client = reqwest::Client::new();
-    let url = app.url(&format!("/api/v1/products/{product}"));
-    let reads: Vec<_> = (0..40)
-        .map(|_| {
-            let request = client.get(&url).bearer_auth(&store.storefront).send();
-            actix_web::rt::spawn(async move { request.await.unwrap().status().as_u16() })
-        })
-        .collect();
-    // Longer than the pool's 2 s wait: without sharing, all but the pool's six
-    // connections would give up with a 503.
-    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
-    lock.commit().await.unwrap();
-
-    let statuses: Vec<u16> = futures_util::future::join_all(reads)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let path = format!("/api/v1/products/{product}");
+    let answers = gets_while_locked(&app, "api_keys", &path, &store.storefront, 40).await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }

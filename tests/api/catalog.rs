@@ -8,7 +8,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, checkout_body, cut_database, spawn_app, spawn_app_on, wait_ready,
+    assert_problem, checkout_body, cut_database, gets_while_locked, spawn_app, spawn_app_on,
+    wait_ready,
 };
 
 #[actix_web::test]
@@ -582,32 +583,17 @@ async fn concurrent_misses_on_one_listing_share_one_rendering() {
     let warm = app.get("/api/v1/products?limit=2", &store.storefront).await;
     assert_eq!(warm.status(), 200);
 
-    let mut db = app.db().await;
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let client = reqwest::Client::new();
-    let url = app.url("/api/v1/products?limit=3");
-    let pages: Vec<_> = (0..40)
-        .map(|_| {
-            let request = client.get(&url).bearer_auth(&store.storefront).send();
-            actix_web::rt::spawn(async move {
-                let response = request.await.unwrap();
-                let status = response.status().as_u16();
-                let body: Value = response.json().await.unwrap_or(Value::Null);
-                (status, body["items"].as_array().map_or(0, Vec::len))
-            })
-        })
+    let answers = gets_while_locked(
+        &app,
+        "products",
+        "/api/v1/products?limit=3",
+        &store.storefront,
+        40,
+    )
+    .await;
+    let pages: Vec<(u16, usize)> = answers
+        .iter()
+        .map(|(status, body)| (*status, body["items"].as_array().map_or(0, Vec::len)))
         .collect();
-    // Longer than the pool's 2 s wait for a connection.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    lock.commit().await.unwrap();
-
-    let answers: Vec<(u16, usize)> = futures_util::future::join_all(pages)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
-    assert!(answers.iter().all(|a| *a == (200, 3)), "{answers:?}");
+    assert!(pages.iter().all(|p| *p == (200, 3)), "{pages:?}");
 }

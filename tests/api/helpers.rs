@@ -427,3 +427,39 @@ pub async fn cut_database(app: &TestApp, cut: bool) {
             .unwrap();
     }
 }
+
+/// Sends `requests` GETs of `path` with `token` at once while `table` is locked (ACCESS
+/// EXCLUSIVE) for 3 s, longer than a request may wait for a pooled connection (2 s);
+/// returns each answer's status and JSON body.
+pub async fn gets_while_locked(
+    app: &TestApp,
+    table: &str,
+    path: &str,
+    token: &str,
+    requests: usize,
+) -> Vec<(u16, Value)> {
+    let mut db = app.db().await;
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = app.url(path);
+    let gets: Vec<_> = (0..requests)
+        .map(|_| {
+            let request = client.get(&url).bearer_auth(token).send();
+            actix_web::rt::spawn(async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    lock.commit().await.unwrap();
+    futures_util::future::join_all(gets)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
