@@ -1,6 +1,5 @@
 //! Who is calling: the operator, or a store's key.
 
-use std::cell::Cell;
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
@@ -9,7 +8,7 @@ use futures_util::future::{Either, LocalBoxFuture};
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::errors::ApiError;
-use super::AppState;
+use super::{load_shared, AppState};
 use crate::db::stores::{find_key, KeyGrant};
 use crate::domain::ids::{hash_secret, KeyRole};
 
@@ -78,23 +77,16 @@ impl FromRequest for Caller {
 }
 
 /// A key that is not in the cache, from the database: one query for all the requests
-/// that miss with it at the same time (see [`AppState::key_loads`]). Only the request
-/// whose query ran counts as a cache miss.
+/// that miss with it at the same time (see [`AppState::key_loads`]); the one that ran
+/// it puts the answer in the key cache.
 async fn load_key(state: &AppState, hash: [u8; 32]) -> Result<Option<Arc<KeyGrant>>, ApiError> {
-    let queried = Cell::new(false);
-    let grant = state
-        .key_loads
-        .try_get_with(hash, async {
-            queried.set(true);
-            let client = state.pool.get().await?;
-            Ok::<_, ApiError>(find_key(&**client, &hash).await?.map(Arc::new))
-        })
-        .await
-        // The query's error was logged where it happened; every waiter gets a 503.
-        .map_err(|_| ApiError::Unavailable)?;
-    crate::metrics::cache_lookup("api_keys", !queried.get());
-    state.keys.insert(hash, grant.clone());
-    Ok(grant)
+    load_shared(&state.key_loads, "api_keys", hash, async {
+        let client = state.pool.get().await?;
+        let grant = find_key(&**client, &hash).await?.map(Arc::new);
+        state.keys.insert(hash, grant.clone());
+        Ok(grant)
+    })
+    .await
 }
 
 /// A known key within its rate limits is a caller.

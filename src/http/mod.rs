@@ -120,6 +120,31 @@ impl AppState {
     }
 }
 
+/// `cache`'s value for `key`, made by `load` if it is not there. Requests that miss with
+/// the same key at the same time share one `load` and all get its result (or its error);
+/// only the one whose `load` ran counts as a miss of the cache `name`.
+pub async fn load_shared<K, V>(
+    cache: &crate::FutureCache<K, V>,
+    name: &str,
+    key: K,
+    load: impl std::future::Future<Output = Result<V, ApiError>>,
+) -> Result<V, ApiError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let loaded = std::cell::Cell::new(false);
+    let value = cache
+        .try_get_with(key, async {
+            loaded.set(true);
+            load.await
+        })
+        .await
+        .map_err(|e| ApiError::clone(&e));
+    crate::metrics::cache_lookup(name, !loaded.get());
+    value
+}
+
 /// Sends a message built around a reply channel and waits (bounded) for the answer.
 pub async fn ask<T>(send: impl FnOnce(oneshot::Sender<Result<T, Failure>>)) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();

@@ -1,6 +1,5 @@
 //! Products: created in PostgreSQL, then read and restocked through their actors.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -11,7 +10,7 @@ use super::auth::{Caller, ADMIN_KEY, ANY_STORE_KEY};
 use super::body::JsonBody;
 use super::errors::ApiError;
 use super::query::{pick, Params};
-use super::{ask, AppState};
+use super::{ask, load_shared, AppState};
 use crate::actors::product::{PatchFailure, ProductMsg, Snapshot};
 use crate::actors::Failure;
 use crate::db;
@@ -630,17 +629,11 @@ async fn cached_listing(
     );
     // Requests that miss with the same key at the same time (as all do the moment a
     // page's max-age runs out under load) share one rendering: one query, one
-    // compression. Only the request that rendered counts as a miss.
-    let rendered = Cell::new(false);
-    let body = state
-        .listings
-        .try_get_with(key, async {
-            rendered.set(true);
-            Ok::<_, ApiError>(encoding.encode(render.await?))
-        })
-        .await
-        .map_err(|e| ApiError::clone(&e))?;
-    crate::metrics::cache_lookup("listing", !rendered.get());
+    // compression.
+    let body = load_shared(&state.listings, "listing", key, async {
+        Ok(encoding.encode(render.await?))
+    })
+    .await?;
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CACHE_CONTROL, LISTING_CACHE_CONTROL))
