@@ -164,17 +164,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("", "/metrics").route(web::get().to(ops::metrics)))
         .service(
             // Routes are tried in order and each dynamic one costs a regex match: the hot
-            // ones go first (checkout, then the product page and its stock).
+            // ones go first (checkout, then the product page and its stock, which the
+            // front door serves itself when their id is plain: `products::HotRead`).
             web::scope(API)
                 .service(resource(API, "/checkout").route(web::post().to(checkout::checkout)))
                 .service(
-                    resource(API, "/products/{id}")
+                    resource(API, PRODUCT)
                         .route(web::get().to(products::get_product))
                         .route(web::patch().to(products::patch_product)),
                 )
-                .service(
-                    resource(API, "/products/{id}/stock").route(web::get().to(products::get_stock)),
-                )
+                .service(resource(API, PRODUCT_STOCK).route(web::get().to(products::get_stock)))
                 .service(
                     // Listings compress themselves, once per cached page.
                     resource(API, "/products")
@@ -211,6 +210,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 const API: &str = "/api/v1";
+/// The product page and its stock, also served by the front door (`products::HotRead`).
+const PRODUCT: &str = "/products/{id}";
+const PRODUCT_STOCK: &str = "/products/{id}/stock";
 
 /// A resource's full pattern, kept as its data: the metrics label of the requests it
 /// serves (asking actix for the matched pattern would match the path all over again).

@@ -16,18 +16,21 @@ use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::products::HotRead;
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use crate::telemetry::{extract_parent, SPAN_HTTP};
 
 /// The front door of every request, one middleware (each layer costs a boxed future per
 /// request, measurable on the read path): admission control first, then the request is
-/// served inside its root span, and its RED metrics are recorded, shed ones included.
+/// served inside its root span (a hot read by the front door itself, see [`HotRead`];
+/// anything else by the router), and its RED metrics are recorded, shed ones included.
 pub async fn front_door(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().clone();
+    let hot = HotRead::of(&req);
     let response = match admit(&req) {
         Some(_counted) => {
             let span = tracing::debug_span!(
@@ -39,12 +42,23 @@ pub async fn front_door(
             if !span.is_disabled() && req.headers().contains_key("traceparent") {
                 let _ = span.set_parent(extract_parent(req.headers()));
             }
-            let response = next.call(req).instrument(span.clone()).await?;
+            let response = match hot {
+                Some(read) => read
+                    .serve(req)
+                    .instrument(span.clone())
+                    .await
+                    .map_into_right_body(),
+                None => next
+                    .call(req)
+                    .instrument(span.clone())
+                    .await?
+                    .map_into_left_body(),
+            };
             if !span.is_disabled() {
-                span.record("http.route", &**route_of(&response));
+                span.record("http.route", &**route_of(hot, &response));
                 span.record("http.status_code", response.status().as_str());
             }
-            response.map_into_left_body()
+            response
         }
         None => {
             crate::metrics::MAILBOX_REJECTIONS
@@ -54,18 +68,27 @@ pub async fn front_door(
             req.into_response(response).map_into_right_body()
         }
     };
-    record_red(&response, method, started.elapsed().as_secs_f64());
+    record_red(
+        route_of(hot, &response),
+        &response,
+        method,
+        started.elapsed().as_secs_f64(),
+    );
     Ok(response)
 }
 
-/// The matched resource's label (see [`super::RouteLabel`]); routing happened inside, and
-/// the matched pattern keeps the label set bounded.
-fn route_of<B>(response: &ServiceResponse<B>) -> &Arc<str> {
+/// The label of the request's route: a hot read's, else the matched resource's (see
+/// [`super::RouteLabel`]; routing happened inside, and the matched pattern keeps the label
+/// set bounded).
+fn route_of<B>(hot: Option<HotRead>, response: &ServiceResponse<B>) -> &Arc<str> {
     static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched"));
-    response
-        .request()
-        .app_data::<super::RouteLabel>()
-        .map_or(&UNMATCHED, |l| &l.0)
+    match hot {
+        Some(read) => read.label(),
+        None => response
+            .request()
+            .app_data::<super::RouteLabel>()
+            .map_or(&UNMATCHED, |l| &l.0),
+    }
 }
 
 /// A route's RED series for one method and status.
@@ -82,8 +105,7 @@ thread_local! {
     static RED: RefCell<HashMap<(usize, Method, u16), Red>> = RefCell::new(HashMap::default());
 }
 
-fn record_red<B>(response: &ServiceResponse<B>, method: Method, seconds: f64) {
-    let route = route_of(response);
+fn record_red<B>(route: &Arc<str>, response: &ServiceResponse<B>, method: Method, seconds: f64) {
     let status = response.status();
     let key = (
         Arc::as_ptr(route).cast::<u8>() as usize,

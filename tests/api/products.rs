@@ -225,3 +225,143 @@ async fn restock_adds_to_total_and_available_and_reopens_a_sold_out_product() {
     )
     .await;
 }
+
+/// The front door serves product pages and their stock itself (without the router) when
+/// the id is plain; everything else about those paths still goes through the routes.
+/// Both must answer alike, and be counted under the route's label.
+#[actix_web::test]
+async fn product_reads_served_by_the_front_door_answer_as_the_routes_do() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let other = app.create_store().await;
+    let product = app.create_product(&store, 5, json!({})).await;
+    let path = format!("/api/v1/products/{product}");
+    let before = app.metrics_text().await;
+
+    // Served by the front door: the page (also trimmed by ?fields=) and the stock.
+    let page = app.get(&path, &store.storefront).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["vary"], "Authorization");
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["id"], product);
+    let trimmed: Value = app
+        .get(
+            &format!("{path}?fields=id,stock_available"),
+            &store.storefront,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trimmed, json!({"id": product, "stock_available": 5}));
+    let stock: Value = app
+        .get(&format!("{path}/stock"), &store.storefront)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock, json!({"stock_available": 5, "status": "live"}));
+
+    // Refusals are the routes' refusals: unknown, another store's, no key, a bad query.
+    assert_problem(
+        app.get("/api/v1/products/prd_nope", &store.storefront)
+            .await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/products/prd_nope/stock", &store.storefront)
+            .await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(&path, &other.storefront).await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    assert_problem(app.get(&path, "pk_not_a_key").await, 401, "unauthorized").await;
+    let no_key = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_problem(no_key, 401, "unauthorized").await;
+    assert_problem(
+        app.get(&format!("{path}?fields=nope"), &store.storefront)
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    // An id that is not plain goes through the router, with the same answer.
+    assert_problem(
+        app.get("/api/v1/products/prd-nope", &store.storefront)
+            .await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/products/prd-nope/stock", &store.storefront)
+            .await,
+        404,
+        "product_not_found",
+    )
+    .await;
+    // Other methods and deeper paths are the router's.
+    let head = app
+        .client
+        .head(app.url(&path))
+        .bearer_auth(&store.storefront)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405);
+    let patched = app
+        .client
+        .patch(app.url(&path))
+        .bearer_auth(&store.admin)
+        .json(&json!({"price_cents": 777}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_problem(
+        app.get(&format!("{path}/stock/x"), &store.storefront).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let page: Value = app
+        .get(&path, &store.storefront)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["price_cents"], 777);
+
+    // Counted under the routes' labels, like any routed request. (The registry is the
+    // process's, shared with the tests running beside this one: at least these.)
+    let after = app.metrics_text().await;
+    for (route, status, count) in [
+        ("/api/v1/products/{id}", "200", 3),
+        ("/api/v1/products/{id}", "404", 3),
+        ("/api/v1/products/{id}/stock", "200", 1),
+        ("/api/v1/products/{id}/stock", "404", 2),
+    ] {
+        let series = format!(
+            "flashsale_http_requests_total{{method=\"GET\",route=\"{route}\",status=\"{status}\"}} "
+        );
+        let value = |metrics: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |v| v.parse().unwrap())
+        };
+        let counted = value(&after) - value(&before);
+        assert!(
+            counted >= count,
+            "{series}: {counted} more, expected {count}"
+        );
+    }
+}
