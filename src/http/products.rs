@@ -759,24 +759,28 @@ pub enum HotRead {
 }
 
 impl HotRead {
+    /// Where the id starts in their paths.
+    const PREFIX: &'static str = "/api/v1/products/";
+
     /// The hot read `req` asks for, if any.
     pub fn of(req: &ServiceRequest) -> Option<HotRead> {
-        Self::split(req.method(), req.path()).map(|(read, _)| read)
-    }
-
-    /// The hot read and product id of a request line.
-    fn split<'p>(method: &Method, path: &'p str) -> Option<(HotRead, &'p str)> {
-        if method != Method::GET {
+        if req.method() != Method::GET {
             return None;
         }
-        let rest = path.strip_prefix(super::API)?.strip_prefix("/products/")?;
+        let rest = req.path().strip_prefix(Self::PREFIX)?;
         let (read, id) = match rest.split_once('/') {
             None => (HotRead::Page, rest),
             Some((id, "stock")) => (HotRead::Stock, id),
             Some(_) => return None,
         };
         let plain = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        plain.then_some((read, id))
+        plain.then_some(read)
+    }
+
+    /// The product id in the path of a request that [`HotRead::of`] took.
+    fn id(path: &str) -> &str {
+        let rest = path.get(Self::PREFIX.len()..).unwrap_or_default();
+        rest.split_once('/').map_or(rest, |(id, _)| id)
     }
 
     /// Its route's metrics label, the same as the router's for it.
@@ -800,7 +804,7 @@ impl HotRead {
             app_state(&req),
         ) {
             (Ok(caller), Some(state)) => {
-                let (_, id) = Self::split(req.method(), req.path()).unwrap_or((self, ""));
+                let id = Self::id(req.path());
                 match self {
                     HotRead::Page => product_page(&req, state, &caller, id).await,
                     HotRead::Stock => product_stock(state, &caller, id).await,
