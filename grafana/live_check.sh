@@ -6,7 +6,7 @@
 #
 # 1. starts the flashsale binary (FLASHSALE_BIN, default target/debug/flashsale; it
 #    builds nothing) on a free loopback port, with a fresh private PostgreSQL in a temp
-#    dir (or DATABASE_URL if set: then use an empty database) and an operator token;
+#    dir (or DATABASE_URL if set: it makes its own stores there) and an operator token;
 # 2. starts Debian's prometheus (/usr/bin/prometheus) with grafana/prometheus.yml,
 #    rewritten to scrape that port every second (rules evaluated every second), and the
 #    rules of grafana/alerts.yml;

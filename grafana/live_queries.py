@@ -241,6 +241,8 @@ def main():
     if failures:
         print(f"live_queries: {len(failures)} of {count} queries failed:", file=sys.stderr)
         print("\n".join(f"  FAIL {f}" for f in failures), file=sys.stderr)
+        print("  (what to do about each: grafana/README.md, \"Keeping it green\")",
+              file=sys.stderr)
         sys.exit(1)
     print(f"live_queries: all {count} queries returned series")
 

@@ -35,7 +35,7 @@ local = threading.local()
 failures = []
 
 
-def request(method, path, token=None, body=None, headers=None):
+def request(method, path, token=None, body=None, headers=None, retry=True):
     """One request on this thread's keep-alive connection: (status, headers, json|None)."""
     conn = getattr(local, "conn", None)
     if conn is None:
@@ -54,7 +54,9 @@ def request(method, path, token=None, body=None, headers=None):
     except (http.client.HTTPException, OSError):
         local.conn = None  # the server closed it: reconnect once
         conn.close()
-        return request(method, path, token, body, headers)
+        if not retry:
+            raise
+        return request(method, path, token, body, headers, retry=False)
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
