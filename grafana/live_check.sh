@@ -2,7 +2,7 @@
 # Every dashboard panel and every alert rule, against a real Prometheus scraping a real
 # flashsale under a short workload: each query must return a series.
 #
-#   bash grafana/live_check.sh            # from the repository root; about 30 s
+#   bash grafana/live_check.sh            # about 20 s
 #
 # 1. starts the flashsale binary (FLASHSALE_BIN, default target/debug/flashsale; it
 #    builds nothing) on a free loopback port, with a fresh private PostgreSQL in a temp
@@ -11,7 +11,8 @@
 #    rewritten to scrape that port every second (rules evaluated every second), and the
 #    rules of grafana/alerts.yml;
 # 3. drives grafana/live_workload.py (checkouts up to a sell-out, holds confirmed,
-#    cancelled and expired, reads and 304s, listings, the waiting room, 4xx and 429s);
+#    cancelled and expired, reads and 304s, listings, the waiting room, 4xx and 429s,
+#    webhook deliveries where the binary has webhooks);
 # 4. once Prometheus has scraped the end of it, grafana/live_queries.py evaluates every
 #    panel query of grafana/dashboards/*.json and every loaded rule through
 #    /api/v1/query, and fails listing each that returns no series (its doc says how
