@@ -7,6 +7,7 @@ mod auth;
 mod catalog;
 mod checkout;
 mod crash;
+mod docs;
 mod edge;
 mod lifecycle;
 mod limits;
