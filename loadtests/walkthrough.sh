@@ -58,13 +58,13 @@ STORE=$(call 201 '.plan == "pro"' $B/stores -H "Authorization: Bearer $OPERATOR_
 SK=$(jq -r .api_keys.admin <<<"$STORE")        # back office: everything in the store
 PK=$(jq -r .api_keys.storefront <<<"$STORE")   # storefront: read, checkout
 
-# 2. Three products: on sale now; with a 10-minute payment hold; a drop opening in 3 s,
+# 2. Three products: on sale now; with a 10-minute payment hold; a drop opening in 5 s,
 #    behind a waiting room.
 PRODUCT=$(call 201 '.status == "live"' $B/products -H "Authorization: Bearer $SK" \
   --json '{"sku":"SNK-001","name":"Limited sneaker","price_cents":12900,"currency":"EUR","stock":50,"max_per_customer":2}' | jq -r .id)
 HELD=$(call 201 '.hold_seconds == 600' $B/products -H "Authorization: Bearer $SK" \
   --json '{"sku":"TIX-001","name":"Concert ticket","price_cents":5000,"currency":"EUR","stock":10,"hold_seconds":600}' | jq -r .id)
-STARTS=$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)
+STARTS=$(date -u -d '+5 seconds' +%Y-%m-%dT%H:%M:%SZ)
 DROP=$(call 201 '.status == "scheduled"' $B/products -H "Authorization: Bearer $SK" \
   --json '{"sku":"DROP-001","name":"Drop","price_cents":9900,"currency":"EUR","stock":100,"sale_starts_at":"'$STARTS'","waiting_room":{"opens_seconds_before":300,"admit_per_second":50}}' | jq -r .id)
 
@@ -106,7 +106,7 @@ call 200 ".items[0].id == \"$DROP\"" $B/drops -H "Authorization: Bearer $PK"
 DROP_BUY='{"product_id":"'$DROP'","quantity":1,"customer_id":"dave","consent":{"terms_version":"2026-01","marketing":false}}'
 call 409 '.code == "waiting_room_token_required"' $B/checkout -H "Authorization: Bearer $PK" -H 'Idempotency-Key: dave-1' --json "$DROP_BUY"
 TICKET=$(call 202 '.ticket != null' $B/products/$DROP/queue -H "Authorization: Bearer $PK" --json '{"customer_id":"dave"}' | jq -r .ticket)
-sleep 4   # past the start: those who joined before it are shuffled, then let in at 50/s
+sleep 6   # past the start: those who joined before it are shuffled, then let in at 50/s
 TOKEN=$(call 200 '.status == "admitted"' $B/products/$DROP/queue/$TICKET -H "Authorization: Bearer $PK" | jq -r .token)
 call 201 '.status == "confirmed"' $B/checkout -H "Authorization: Bearer $PK" -H 'Idempotency-Key: dave-2' \
   -H "Waiting-Room-Token: $TOKEN" --json "$DROP_BUY"
