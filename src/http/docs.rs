@@ -163,7 +163,11 @@ fn render_operation(html: &mut String, method: &str, path: &str, op: &Value) {
                 .unwrap_or_default();
             let bodies: Vec<String> = response["content"]
                 .as_object()
-                .map(|c| c.values().map(|b| schema_link(&b["schema"])).collect())
+                .map(|c| {
+                    c.iter()
+                        .map(|(media, b)| body_cell(media, &b["schema"]))
+                        .collect()
+                })
                 .unwrap_or_default();
             let _ = write!(
                 html,
@@ -177,6 +181,15 @@ fn render_operation(html: &mut String, method: &str, path: &str, op: &Value) {
         html.push_str("</table>");
     }
     html.push_str("</section>");
+}
+
+/// A response body: its schema, or its media type when it has none (an HTML page, text).
+fn body_cell(media: &str, schema: &Value) -> String {
+    if schema.is_null() {
+        format!("<code>{}</code>", escape(media))
+    } else {
+        schema_link(schema)
+    }
 }
 
 /// A `$ref` to a schema as a link to it; an inline schema as compact JSON.
