@@ -192,7 +192,9 @@ pub struct Settings {
 /// What to do instead of serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print one order's history (its audit trail) and exit.
+    /// Print one order's history (its audit trail) and exit. Reads DATABASE_URL, else the
+    /// private PostgreSQL under --data-dir: the running server's, or its stopped cluster
+    /// (started for the read); a folder without one is an error naming it.
     Audit {
         /// The order's id (ord_…).
         order_id: String,
