@@ -241,15 +241,28 @@ fn help_and_readme_list_every_variable_honoured() {
     for var in ours.chain(sdk).chain(["RUST_LOG"]) {
         assert!(help.contains(var), "--help names {var}");
     }
-    // Every setting's variable, in --help and in the README's settings table.
+    // Every setting's variable in --help, and in the README's settings table with its
+    // default.
     let readme = repo_file("README.md");
-    for line in repo_file("src/config.rs").lines() {
-        if let Some(rest) = line.split("env = \"").nth(1) {
-            let var = rest.split('"').next().unwrap();
-            assert!(help.contains(var), "--help names {var}");
+    let command = <flashsale::config::Settings as clap::CommandFactory>::command();
+    let settings: Vec<_> = command
+        .get_arguments()
+        .filter_map(|a| Some((a.get_env()?, a)))
+        .collect();
+    assert!(settings.len() > 20, "every setting reads a variable");
+    for (var, arg) in settings {
+        let var = var.to_str().unwrap();
+        assert!(help.contains(var), "--help names {var}");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{var}` |")))
+            .unwrap_or_else(|| panic!("README's settings table has {var}"));
+        let default_cell = row.split('|').nth(2).unwrap();
+        for default in arg.get_default_values() {
+            let default = default.to_str().unwrap();
             assert!(
-                readme.contains(&format!("| `{var}` |")),
-                "README's settings table has {var}"
+                default_cell.contains(default),
+                "README gives {var}'s default {default}: {row}"
             );
         }
     }
