@@ -142,10 +142,14 @@ impl EmbeddedPostgres {
     /// `data_dir` (the data folder itself, or as root its fallback under the temp folder),
     /// if `initdb` has made one there; creates nothing.
     pub fn existing_cluster(data_dir: &Path) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
         let root = data_dir.canonicalize().ok()?;
-        let candidates = [root.clone(), fallback_root(&root)];
-        candidates
-            .into_iter()
+        let fallback = fallback_root(&root);
+        // Anyone may create a folder under the shared temp folder: only one of ours counts.
+        let ours = fs::symlink_metadata(&fallback)
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
+        std::iter::once(root)
+            .chain(ours.then_some(fallback))
             .find(|dir| dir.join("pgdata").join("PG_VERSION").is_file())
     }
 
