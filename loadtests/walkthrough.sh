@@ -11,7 +11,7 @@
 #       FLASHSALE names the binary to run.
 #
 # The part between the two "walk" marker lines is the README's walk block, character for
-# character: the test docs::readme_walk_is_the_script checks it.
+# character: the test docs::the_readme_walk_is_the_script_ci_runs checks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

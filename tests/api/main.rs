@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod auth;
 mod catalog;
 mod checkout;
