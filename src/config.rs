@@ -29,6 +29,9 @@
 //! | `FLASHSALE_MAX_IN_FLIGHT` | 4096 | requests in flight before load is shed by priority |
 //! | `FLASHSALE_QUEUE_SECRET` | random | signs waiting-room admission tokens |
 //! | `RUST_LOG` | `info` | log filter |
+//!
+//! and the OpenTelemetry variables listed in [`ENVIRONMENT_HELP`] (read by `telemetry.rs`
+//! and by the OpenTelemetry SDK and OTLP exporter themselves).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,9 +50,35 @@ pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
+/// What `--help` says after the flags: the variables read by the logging and tracing
+/// set-up rather than by clap, so that an operator finds them where the others are.
+pub const ENVIRONMENT_HELP: &str = "\
+Also read from the environment (logs and traces):
+  RUST_LOG                            log filter, default `info` (e.g. `warn,flashsale=debug`)
+  OTEL_EXPORTER_OTLP_ENDPOINT         export traces over OTLP/HTTP (protobuf) to this collector,
+                                      e.g. http://localhost:4318; unset (and the next one unset):
+                                      no tracing at all
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the same, as the full traces URL (…/v1/traces)
+  OTEL_SDK_DISABLED                   `true`: no tracing even with an endpoint set
+  OTEL_SERVICE_NAME                   service name on every span, default `flashsale`
+  OTEL_RESOURCE_ATTRIBUTES            more resource attributes, `key=value,…`
+  OTEL_EXPORTER_OTLP_HEADERS          headers sent with every export, `key=value,…`
+                                      (OTEL_EXPORTER_OTLP_TRACES_HEADERS: traces only)
+  OTEL_EXPORTER_OTLP_TIMEOUT          export timeout in ms, default 10000
+                                      (OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: traces only)
+  OTEL_TRACES_SAMPLER                 sampler, default `parentbased_always_on`
+                                      (OTEL_TRACES_SAMPLER_ARG: its argument, e.g. a ratio)
+  OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+  OTEL_BSP_EXPORT_TIMEOUT             the batch span processor's delay (ms), queue, batch, timeout
+  OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, OTEL_SPAN_EVENT_COUNT_LIMIT, OTEL_SPAN_LINK_COUNT_LIMIT
+                                      per-span limits, default 128 each
+
+`flashsale audit ORDER_ID` reads DATABASE_URL, else the private PostgreSQL under
+--data-dir (the running server's, or its stopped cluster); it never creates one.";
+
 /// Flash-sale checkout backend. Every flag also reads from the environment variable shown.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "flashsale", version, about)]
+#[command(name = "flashsale", version, about, after_help = ENVIRONMENT_HELP)]
 pub struct Settings {
     /// Address to serve HTTP on.
     #[arg(long, env = "FLASHSALE_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -163,7 +192,9 @@ pub struct Settings {
 /// What to do instead of serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print one order's history (its audit trail) and exit.
+    /// Print one order's history (its audit trail) and exit. Reads DATABASE_URL, else the
+    /// private PostgreSQL under --data-dir: the running server's, or its stopped cluster
+    /// (started for the read); a folder without one is an error naming it.
     Audit {
         /// The order's id (ord_…).
         order_id: String,

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("info");
     let settings = Settings::parse();
     if let Some(Command::Audit { order_id }) = &settings.command {
-        return run_audit(&settings, order_id).await;
+        return audit::run(&settings, order_id, &mut std::io::stdout()).await;
     }
     let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
         let token = new_id("op");
@@ -64,26 +64,4 @@ async fn start_private(settings: &Settings) -> anyhow::Result<EmbeddedPostgres> 
     );
     db::ensure_database(&pg.url("postgres"), "flashsale").await?;
     Ok(pg)
-}
-
-/// `flashsale audit ORDER_ID`: on DATABASE_URL, the running private server, or one
-/// started for the purpose.
-async fn run_audit(settings: &Settings, order_id: &str) -> anyhow::Result<()> {
-    let mut private_db = None;
-    let running = || EmbeddedPostgres::running_url(&settings.data_dir, "flashsale");
-    let url = match settings.database_url.clone().or_else(running) {
-        Some(url) => url,
-        None => {
-            let pg = start_private(settings).await?;
-            let url = pg.url("flashsale");
-            private_db = Some(pg);
-            url
-        }
-    };
-    let pool = db::create_pool(&url, 1)?;
-    let printed = audit::print_audit(&pool, order_id, &mut std::io::stdout()).await;
-    if let Some(pg) = private_db {
-        tokio::task::spawn_blocking(move || pg.stop()).await?;
-    }
-    printed
 }

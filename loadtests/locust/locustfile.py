@@ -1,4 +1,4 @@
-"""Locust scenarios for flashsale (HTTP contract: shared/API.md).
+"""Locust scenarios for flashsale (HTTP API: docs/API.md).
 
 Pick one scenario with ``--scenario NAME`` or ``FLASHSALE_SCENARIO=NAME``:
 

@@ -122,13 +122,10 @@ impl EmbeddedPostgres {
 
     /// The URL of database `db` on a private server already running on `data_dir` (say,
     /// the one a serving flashsale started), if there is one.
+    /// Creates nothing (a tool that only reads, like `flashsale audit`, must not leave an
+    /// empty data folder behind).
     pub fn running_url(data_dir: &Path, db: &str) -> Option<String> {
-        let user = if nix::unistd::geteuid().is_root() {
-            User::from_name("postgres").ok()?
-        } else {
-            None
-        };
-        let root = choose_root(data_dir, user.as_ref()).ok()?;
+        let root = Self::existing_cluster(data_dir)?;
         let pid_file = fs::read_to_string(root.join("pgdata").join("postmaster.pid")).ok()?;
         let lines: Vec<&str> = pid_file.lines().collect();
         let pid = Pid::from_raw(lines.first()?.trim().parse().ok()?);
@@ -139,6 +136,21 @@ impl EmbeddedPostgres {
             "postgres://postgres:{}@127.0.0.1:{port}/{db}",
             password.trim()
         ))
+    }
+
+    /// The folder holding the cluster that [`EmbeddedPostgres::start`] would use for
+    /// `data_dir` (the data folder itself, or as root its fallback under the temp folder),
+    /// if `initdb` has made one there; creates nothing.
+    pub fn existing_cluster(data_dir: &Path) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let root = data_dir.canonicalize().ok()?;
+        let fallback = fallback_root(&root);
+        // Anyone may create a folder under the shared temp folder: only one of ours counts.
+        let ours = fs::symlink_metadata(&fallback)
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
+        std::iter::once(root)
+            .chain(ours.then_some(fallback))
+            .find(|dir| dir.join("pgdata").join("PG_VERSION").is_file())
     }
 
     /// Connection URL for database `db` on this server.
@@ -209,8 +221,7 @@ fn choose_root(data_dir: &Path, run_as: Option<&User>) -> anyhow::Result<PathBuf
     if user_can_enter(user, &root)? {
         return Ok(root);
     }
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(root.as_os_str().as_encoded_bytes());
-    let fallback = std::env::temp_dir().join(format!("flashsale-{}", &hex::encode(digest)[..12]));
+    let fallback = fallback_root(&root);
     tracing::warn!(
         data_dir = %root.display(),
         fallback = %fallback.display(),
@@ -219,6 +230,13 @@ fn choose_root(data_dir: &Path, run_as: Option<&User>) -> anyhow::Result<PathBuf
     fs::create_dir_all(&fallback)?;
     fs::set_permissions(&fallback, fs::Permissions::from_mode(0o755))?;
     Ok(fallback)
+}
+
+/// Where the data for `root` goes when the `postgres` user cannot enter it: a folder under
+/// the temp folder named after `root`, so each data folder keeps its own cluster.
+fn fallback_root(root: &Path) -> PathBuf {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(root.as_os_str().as_encoded_bytes());
+    std::env::temp_dir().join(format!("flashsale-{}", &hex::encode(digest)[..12]))
 }
 
 fn user_can_enter(user: &User, dir: &Path) -> anyhow::Result<bool> {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod checkout;
+pub mod docs;
 pub mod errors;
 pub mod observe;
 pub mod openapi;
@@ -182,6 +183,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource(API, "/drops").route(web::get().to(products::drops)))
                 .service(resource(API, "/openapi.json").route(web::get().to(openapi::openapi_json)))
+                .service(resource(API, "/docs").route(web::get().to(docs::docs_page)))
                 .service(resource(API, "/stores").route(web::post().to(stores::create_store)))
                 .service(resource(API, "/stores/{id}").route(web::get().to(stores::get_store)))
                 .service(resource(API, "/products/{id}/queue").route(web::post().to(queue::join)))

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "flashsale", description = "Flash-sale checkout backend. The contract: shared/API.md."),
+    info(title = "flashsale", description = "Flash-sale checkout backend. The reference: docs/API.md; this document as a page: /api/v1/docs."),
     paths(
         super::ops::healthz,
         super::ops::readyz,
@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         super::orders::list,
         super::orders::confirm,
         super::orders::cancel,
+        openapi_json,
+        super::docs::docs_page,
     ),
     components(schemas(crate::domain::validate::FieldError, Problem)),
     modifiers(&BearerAuth)
@@ -36,7 +38,7 @@ pub struct ApiDoc;
 /// An RFC 9457 problem document, as every error is sent.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct Problem {
+pub(super) struct Problem {
     status: u16,
     /// Stable, machine-readable: `sold_out`, `validation_failed`, …
     code: String,
@@ -58,7 +60,12 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `GET /api/v1/openapi.json`.
+/// This document (OpenAPI 3); `/api/v1/docs` is the same as an HTML page.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses(
+    (status = 200, description = "The OpenAPI 3 document", content_type = "application/json"),
+    (status = 503, description = "overloaded: shed with the other reads under load",
+        body = Problem, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

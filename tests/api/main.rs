@@ -3,10 +3,12 @@
 
 mod helpers;
 
+mod audit;
 mod auth;
 mod catalog;
 mod checkout;
 mod crash;
+mod docs;
 mod edge;
 mod lifecycle;
 mod limits;
