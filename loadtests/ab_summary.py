@@ -92,8 +92,14 @@ def phase_table(run, phase, f):
     rate_label, short, one, counted, _ = PHASES.get(phase, DEFAULT_PHASE)
     a, b = f["A"], f["B"]
 
-    def row(label, key, fmt, note=""):
-        return (f"| {label} | {fmt(a[key])} | {fmt(b[key])} | {x(ratio(b[key], a[key]))}{note} |")
+    def row(label, key, fmt, note="", floor=None):
+        # Below `floor` on both sides a figure is noise (say PostgreSQL's CPU per
+        # refusal: its background work, not the refusals), and so would be its ratio.
+        r = x(ratio(b[key], a[key]))
+        if floor is not None and a[key] is not None and b[key] is not None \
+                and max(a[key], b[key]) < floor:
+            r = f"– (both under {floor:g})"
+        return f"| {label} | {fmt(a[key])} | {fmt(b[key])} | {r}{note} |"
 
     def by(unit):
         return lambda v: "n/a" if v is None else f"{v:,.0f} {unit}"
@@ -112,10 +118,10 @@ def phase_table(run, phase, f):
         row("latency p50 (median of rounds)", "p50_ms", ms),
         row("latency p99 (median of rounds)", "p99_ms", ms),
         f"| responses other than {counted} | {a['others']} | {b['others']} | |",
-        row(f"server CPU per {one}", "server_us", us),
-        row(f"PostgreSQL CPU per {one}", "db_us", us),
-        row(f"server + PostgreSQL CPU per {one}", "total_us", us),
-        row(f"WAL per {one}", "wal_bytes", by("B")),
+        row(f"server CPU per {one}", "server_us", us, floor=1),
+        row(f"PostgreSQL CPU per {one}", "db_us", us, floor=1),
+        row(f"server + PostgreSQL CPU per {one}", "total_us", us, floor=1),
+        row(f"WAL per {one}", "wal_bytes", by("B"), floor=10),
     ]
     if a["orders_per_tx"] is not None or b["orders_per_tx"] is not None:
         lines.append(row("orders per DB transaction (writer metrics)", "orders_per_tx",
