@@ -11,7 +11,6 @@
 //! `try_send`, so a full mailbox is an immediate 503 `overloaded`, never a queue without
 //! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
 
-mod holds;
 pub mod limits;
 pub mod product;
 pub mod store;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use super::product::{Lifecycle, LifecycleReply, ProductActor, State};
-use super::Failure;
+use super::{Lifecycle, LifecycleReply, Loaded, ProductActor, State};
+use crate::actors::Failure;
 use crate::db::orders::{existing_ids, transition_orders, ChangedBy, HeldOrder};
 use crate::domain::ledger::Refusal;
 use crate::domain::order::Order;
@@ -82,7 +82,7 @@ impl Holds {
 }
 
 impl ProductActor {
-    fn loaded(&mut self) -> Option<&mut super::product::Loaded> {
+    fn loaded(&mut self) -> Option<&mut Loaded> {
         match &mut self.state {
             State::Ready(loaded) => Some(loaded),
             _ => None,
