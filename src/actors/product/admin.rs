@@ -1,25 +1,36 @@
 //! Admin writes on a product: restock and PATCH go to the database first, then into
-//! the actor's memory.
+//! the actor's memory. Each is one autocommit statement under the request's deadline
+//! ([`db::write_by`]): the mailbox waits for it, but never longer than the deadline, and
+//! a write whose answer was lost is answered `outcome_unknown` and makes the actor
+//! reload from the database.
 
 use actix::prelude::*;
 use chrono::Utc;
 
 use super::{PatchFailure, PatchReply, ProductActor, SnapshotReply, State};
+use crate::actors::mailbox::Deadline;
 use crate::actors::Failure;
-use crate::db;
+use crate::db::{self, WriteError};
+use crate::metrics::OUTCOME_UNKNOWN;
 
 impl ProductActor {
     /// Adds stock in the database, then in memory; the mailbox waits for it.
-    pub(super) fn restock(&mut self, quantity: i64, reply: SnapshotReply, ctx: &mut Context<Self>) {
+    pub(super) fn restock(
+        &mut self,
+        quantity: i64,
+        reply: SnapshotReply,
+        deadline: Deadline,
+        ctx: &mut Context<Self>,
+    ) {
         let pool = self.shared.pool.clone();
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
         let update = async move {
-            let client = pool.get().await?;
-            Ok::<_, anyhow::Error>(
-                db::products::restock(&**client, &store_id, &product_id, quantity).await?,
-            )
+            db::write_by(&pool, deadline, |client| async move {
+                db::products::restock(&**client, &store_id, &product_id, quantity).await
+            })
+            .await
         };
-        ctx.wait(update.into_actor(self).map(move |updated, act, _| {
+        ctx.wait(update.into_actor(self).map(move |updated, act, ctx| {
             let State::Ready(loaded) = &mut act.state else {
                 return drop(reply.send(Err(Failure::NotFound)));
             };
@@ -30,9 +41,11 @@ impl ProductActor {
                     let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
                 }
                 Ok(None) => drop(reply.send(Err(Failure::NotFound))),
-                Err(e) => {
-                    tracing::warn!(product.id = %act.product_id, error = %e, "restock failed");
-                    let _ = reply.send(Err(Failure::Unavailable));
+                Err(WriteError::NotMade(_)) => drop(reply.send(Err(Failure::Unavailable))),
+                Err(WriteError::Unknown) => {
+                    OUTCOME_UNKNOWN.with_label_values(&["restock"]).inc();
+                    let _ = reply.send(Err(Failure::OutcomeUnknown));
+                    act.reload_later(ctx);
                 }
             }
         }));
@@ -46,26 +59,18 @@ impl ProductActor {
         &mut self,
         patch: db::products::ProductPatch,
         reply: PatchReply,
+        deadline: Deadline,
         ctx: &mut Context<Self>,
     ) {
         let pool = self.shared.pool.clone();
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
         let update = async move {
-            let client = pool.get().await.map_err(|e| {
-                tracing::warn!(error = %e, "no database connection");
-                PatchFailure::Failure(Failure::Unavailable)
-            })?;
-            db::products::update_product(&**client, &store_id, &product_id, &patch)
-                .await
-                .map_err(|e| match db::violated_constraint(&e) {
-                    Some(name) => PatchFailure::Invalid(name.to_owned()),
-                    None => {
-                        tracing::warn!(error = %e, "product update failed");
-                        PatchFailure::Failure(Failure::Unavailable)
-                    }
-                })
+            db::write_by(&pool, deadline, |client| async move {
+                db::products::update_product(&**client, &store_id, &product_id, &patch).await
+            })
+            .await
         };
-        ctx.wait(update.into_actor(self).map(move |updated, act, _| {
+        ctx.wait(update.into_actor(self).map(move |updated, act, ctx| {
             let State::Ready(loaded) = &mut act.state else {
                 return drop(reply.send(Err(PatchFailure::Failure(Failure::NotFound))));
             };
@@ -75,7 +80,16 @@ impl ProductActor {
                     Ok(loaded.snapshot(Utc::now()))
                 }
                 Ok(None) => Err(PatchFailure::Failure(Failure::NotFound)),
-                Err(e) => Err(e),
+                Err(WriteError::NotMade(Some(e))) if db::violated_constraint(&e).is_some() => {
+                    let name = db::violated_constraint(&e).unwrap_or_default();
+                    Err(PatchFailure::Invalid(name.to_owned()))
+                }
+                Err(WriteError::NotMade(_)) => Err(PatchFailure::Failure(Failure::Unavailable)),
+                Err(WriteError::Unknown) => {
+                    OUTCOME_UNKNOWN.with_label_values(&["patch"]).inc();
+                    act.reload_later(ctx);
+                    Err(PatchFailure::Failure(Failure::OutcomeUnknown))
+                }
             };
             let _ = reply.send(answer);
         }));

@@ -6,6 +6,7 @@ use actix::prelude::*;
 use chrono::{SubsecRound, Utc};
 
 use super::{CheckoutCommand, CheckoutReply, Loaded, ProductActor};
+use crate::actors::mailbox::{Deadline, Refused};
 use crate::actors::writer::Write;
 use crate::actors::{Checkout, Failure, Shared};
 use crate::db::orders::HeldOrder;
@@ -13,7 +14,6 @@ use crate::domain::ids::new_id;
 use crate::domain::ledger::Refusal;
 use crate::domain::order::{NewOrder, Order};
 use crate::domain::waiting_room;
-use crate::metrics::MAILBOX_REJECTIONS;
 use crate::telemetry::SPAN_PRODUCT_CHECKOUT;
 
 /// Decides one checkout and, if it takes stock, hands the order to the writer.
@@ -21,6 +21,7 @@ pub(super) fn checkout(
     loaded: &mut Loaded,
     cmd: CheckoutCommand,
     reply: CheckoutReply,
+    deadline: Deadline,
     shared: &Shared,
     ctx: &mut Context<ProductActor>,
 ) {
@@ -94,14 +95,15 @@ pub(super) fn checkout(
         client_addr: cmd.client_addr,
         consent: body.consent,
     };
-    match shared.writer.try_send(Write {
+    let write = Write {
         order: new_order,
         product: ctx.address(),
         reply,
         span: span.clone(),
-    }) {
+        deadline,
+    };
+    match shared.writer.send(write, deadline) {
         Ok(()) => {
-            crate::metrics::mailbox_depth("writer").inc();
             loaded
                 .keys
                 .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
@@ -110,8 +112,7 @@ pub(super) fn checkout(
                 loaded.holds.arm(hold, ctx);
             }
         }
-        Err(SendError::Full(w) | SendError::Closed(w)) => {
-            MAILBOX_REJECTIONS.with_label_values(&["writer"]).inc();
+        Err(Refused::Full(w) | Refused::Closed(w)) => {
             loaded.ledger.give_back(&body.customer_id, body.quantity);
             let _ = w.reply.send(Err(Failure::Overloaded));
         }

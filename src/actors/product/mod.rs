@@ -34,6 +34,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use super::mailbox::{Letter, Mail};
 use super::{Checkout, Failure, Shared};
 use crate::db;
 pub use crate::db::orders::ChangedBy;
@@ -50,6 +51,9 @@ pub use snapshot::Snapshot;
 /// How long the actor of an id that names no product lingers, answering 404 without
 /// asking the database again.
 const MISSING_LINGER: Duration = Duration::from_secs(10);
+/// Backoff of a reload that failed (first and longest pause).
+const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
+const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// A checkout, validated, on its way to the product.
 #[derive(Debug)]
@@ -156,6 +160,27 @@ impl ProductMsg {
 
     /// Answers the message with `failure` (it was not delivered or cannot be served).
     pub fn fail(self, failure: Failure) {
+        Letter::fail(self, failure)
+    }
+}
+
+impl Letter for ProductMsg {
+    fn caller_gone(&self) -> bool {
+        match self {
+            ProductMsg::Checkout { reply, .. } => reply.is_closed(),
+            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => reply.is_closed(),
+            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
+                reply.is_closed()
+            }
+            ProductMsg::Patch { reply, .. } => reply.is_closed(),
+            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
+                reply.is_closed()
+            }
+            ProductMsg::Warm => false,
+        }
+    }
+
+    fn fail(self, failure: Failure) {
         match self {
             ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
             ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => {
@@ -218,6 +243,8 @@ pub struct ProductActor {
     store_id: String,
     shared: Arc<Shared>,
     state: State,
+    /// While reloading after a failure, the pause before the next try.
+    reload_pause: Option<Duration>,
 }
 
 impl ProductActor {
@@ -227,6 +254,7 @@ impl ProductActor {
             store_id,
             shared,
             state: State::Loading,
+            reload_pause: None,
         }
     }
 }
@@ -268,16 +296,36 @@ impl Actor for ProductActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
+        self.load(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.unload();
+    }
+}
+
+impl ProductActor {
+    /// Loads the state from PostgreSQL; the mailbox waits, never longer than the work
+    /// budget. A failed first load stops the actor (its queued messages are answered
+    /// 503 by their dropped channels); a failed reload tries again with backoff, so a
+    /// product with payment holds never stops watching them.
+    fn load(&mut self, ctx: &mut Context<Self>) {
         let load = load_product(
             self.shared.pool.clone(),
             self.shared.snapshots.clone(),
             self.store_id.clone(),
             self.product_id.clone(),
         );
+        let budget = self.shared.work_budget;
+        let load = async move {
+            tokio::time::timeout(budget, load)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("loading took longer than {budget:?}")))
+        };
         // `wait`: no message is handled until the state is known.
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
             Ok(Some((mut loaded, reserved))) => {
+                act.reload_pause = None;
                 let series = act
                     .shared
                     .stock_series
@@ -289,6 +337,10 @@ impl Actor for ProductActor {
                         crate::metrics::STOCK_TOTAL.with_label_values(&id),
                     ));
                     loaded.publish_stock();
+                } else {
+                    act.shared
+                        .stock_series
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 act.shared
                     .gates
@@ -304,14 +356,20 @@ impl Actor for ProductActor {
                 ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
             }
             Err(e) => {
-                // Queued messages are dropped with the actor; their senders see 503.
                 tracing::warn!(product.id = %act.product_id, error = %e, "failed to load product");
-                ctx.stop();
+                match act.reload_pause {
+                    Some(pause) => {
+                        act.reload_pause = Some((pause * 2).min(RELOAD_PAUSE_MAX));
+                        ctx.run_later(pause, |act, ctx| act.load(ctx));
+                    }
+                    None => ctx.stop(),
+                }
             }
         }));
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    /// Forgets the loaded state and everything published from it.
+    fn unload(&mut self) {
         self.shared.gates.invalidate(&self.product_id);
         self.shared.snapshots.invalidate(&self.product_id);
         if let State::Ready(loaded) = &self.state {
@@ -324,13 +382,29 @@ impl Actor for ProductActor {
             }
         }
     }
+
+    /// After a write whose outcome could not be learnt, the actor's memory may disagree
+    /// with the database: once the statement can no longer be running (the work budget
+    /// is past its `statement_timeout`), the actor reloads the truth in place (holds
+    /// are armed again from the database).
+    fn reload_later(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(product.id = %self.product_id, "a write's outcome is unknown; the product reloads from the database");
+        ctx.run_later(self.shared.work_budget, |act, ctx| {
+            act.unload();
+            act.state = State::Loading;
+            act.reload_pause = Some(RELOAD_PAUSE_MIN);
+            act.load(ctx);
+        });
+    }
 }
 
-impl Handler<ProductMsg> for ProductActor {
+impl Handler<Mail<ProductMsg>> for ProductActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ProductMsg, ctx: &mut Self::Context) {
-        crate::metrics::mailbox_depth("product").dec();
+    fn handle(&mut self, mail: Mail<ProductMsg>, ctx: &mut Self::Context) {
+        let Some((msg, deadline)) = mail.open() else {
+            return;
+        };
         let loaded = match &mut self.state {
             State::Ready(loaded) => loaded,
             State::Missing => return msg.fail(Failure::NotFound),
@@ -338,24 +412,24 @@ impl Handler<ProductMsg> for ProductActor {
         };
         match msg {
             ProductMsg::Checkout { cmd, reply } => {
-                checkout::checkout(loaded, cmd, reply, &self.shared, ctx)
+                checkout::checkout(loaded, cmd, reply, deadline, &self.shared, ctx)
             }
             ProductMsg::Read { reply } => {
                 let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
             }
-            ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, ctx),
+            ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, deadline, ctx),
             ProductMsg::Confirm {
                 order_id,
                 payment_reference,
                 by,
                 reply,
-            } => self.confirm(order_id, payment_reference, by, reply, ctx),
+            } => self.confirm(order_id, payment_reference, by, reply, deadline, ctx),
             ProductMsg::Cancel {
                 order_id,
                 by,
                 reply,
-            } => self.cancel(order_id, by, reply, ctx),
-            ProductMsg::Patch { patch, reply } => self.patch(patch, reply, ctx),
+            } => self.cancel(order_id, by, reply, deadline, ctx),
+            ProductMsg::Patch { patch, reply } => self.patch(patch, reply, deadline, ctx),
             ProductMsg::Queue { customer_id, reply } => {
                 let _ = reply.send(
                     loaded
