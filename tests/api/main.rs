@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per feature, each test against real
 //! PostgreSQL and real HTTP over a socket.
 
+mod binary;
 mod helpers;
 
 mod auth;
@@ -12,6 +13,9 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod outage;
+mod overload;
 mod products;
+mod replay;
 mod stampede;
+mod stuck;
 mod waiting_room;
