@@ -191,3 +191,46 @@ async fn holds_committed_around_their_expiry_still_expire_on_time() {
         assert_eq!(stock_from_db(&db, product).await, (5, 5, 0, 0));
     }
 }
+
+/// A restock with an Idempotency-Key is applied at most once: a retry (after a lost
+/// answer, 503 outcome_unknown) learns that it was, and adds nothing; the key with
+/// another quantity is refused.
+#[actix_web::test]
+async fn a_restock_retried_with_its_key_is_applied_once() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app.create_product(&store, 3, json!({})).await;
+    let restock = |quantity: i64| {
+        let url = app.url(&format!("/api/v1/products/{product}/restock"));
+        app.client
+            .post(url)
+            .bearer_auth(&store.admin)
+            .header("Idempotency-Key", "restock-1")
+            .json(&json!({ "quantity": quantity }))
+            .send()
+    };
+    for _ in 0..3 {
+        let r = restock(5).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (
+                body["stock_total"].as_i64(),
+                body["stock_available"].as_i64()
+            ),
+            (Some(8), Some(8))
+        );
+    }
+    assert_problem(restock(6).await.unwrap(), 422, "idempotency_key_reused").await;
+    let db = app.db().await;
+    assert_eq!(stock_from_db(&db, &product).await, (8, 8, 0, 0));
+    let events: i64 = db
+        .query_one(
+            "SELECT count(*) FROM outbox_events WHERE type = 'product.restocked' AND subject_id = $1",
+            &[&product],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+}
