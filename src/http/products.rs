@@ -300,9 +300,12 @@ async fn product_stock(
 
 /// Puts more units on sale (admin key).
 #[utoipa::path(post, path = "/api/v1/products/{id}/restock", tag = "products", request_body = RestockRequest,
-    security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422)))]
+    security(("bearer" = [])), params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "optional, 1–255 visible ASCII characters: a restock with a key already applied adds nothing and answers the product")),
+    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422, description = "validation_failed, idempotency_key_reused"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (retry with the same Idempotency-Key to learn it); with Retry-After")))]
 pub async fn restock_product(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
@@ -313,11 +316,16 @@ pub async fn restock_product(
     let quantity = f.int("quantity", Required, 1..=MAX_STOCK);
     f.finish()?;
     let quantity = quantity.unwrap_or_default();
-    let snapshot = ask(|reply| {
+    let idempotency_key = super::checkout::optional_idempotency_key(&req)?;
+    let snapshot = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
             &id,
-            ProductMsg::Restock { quantity, reply },
+            ProductMsg::Restock {
+                quantity,
+                idempotency_key,
+                reply,
+            },
         )
     })
     .await?;
@@ -438,7 +446,8 @@ fn parse_patch(body: &serde_json::Value) -> Result<ProductPatch, Vec<FieldError>
 /// values.
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products", request_body = PatchProductRequest,
     security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422)))]
+    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (repeat the PATCH to learn it); with Retry-After")))]
 pub async fn patch_product(
     state: web::Data<AppState>,
     caller: Caller,
@@ -451,9 +460,9 @@ pub async fn patch_product(
     state
         .actors
         .to_product(&grant.store_id, &id, ProductMsg::Patch { patch, reply: tx });
-    let answer = tokio::time::timeout(super::ACTOR_TIMEOUT, rx)
+    let answer = tokio::time::timeout(super::actor_timeout(), rx)
         .await
-        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|_| ApiError::OutcomeUnknown)?
         .unwrap_or(Err(PatchFailure::Failure(Failure::Unavailable)));
     let snapshot = match answer {
         Ok(snapshot) => snapshot,

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per feature, each test against real
 //! PostgreSQL and real HTTP over a socket.
 
+mod binary;
 mod helpers;
 
 mod audit;
@@ -14,6 +15,9 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod outage;
+mod overload;
 mod products;
+mod replay;
 mod stampede;
+mod stuck;
 mod waiting_room;
