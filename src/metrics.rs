@@ -128,7 +128,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Products whose stock is exported, at most (label cardinality stays bounded).
 pub const MAX_STOCK_SERIES: usize = 1000;
 
-/// RED: requests by matched route, method and status.
+/// The method label of every request whose method is not a standard one (RFC 9110 and
+/// PATCH): labels come from closed sets, so no request can mint a series.
+pub const OTHER_METHOD: &str = "other";
+
+/// RED: requests by matched route (its template, or `unmatched`), method (standard, or
+/// `other`) and status.
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         HTTP_REQUESTS_TOTAL,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod checkout;
 pub mod errors;
+pub mod junk;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
@@ -74,9 +75,11 @@ pub struct AppState {
     /// Rendered listing pages (`generation \x1f store \x1f kind?query` → JSON), kept
     /// for the max-age they advertise; concurrent misses on one page share one rendering.
     pub listings: crate::FutureCache<String, actix_web::web::Bytes>,
-    /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
-    /// it is never served after it.
-    pub catalog_generation: std::sync::atomic::AtomicU64,
+    /// Each store's catalog generation, bumped by every catalog write of that store
+    /// (create, PATCH, restock): a listing rendered before it is never served after it,
+    /// and no store's write discards another's listings. Only a store's admin key writes
+    /// its catalog, so this holds one entry per store that ever wrote.
+    pub catalog_generations: std::sync::RwLock<foldhash::HashMap<Arc<str>, u64>>,
     /// Requests in flight now, and where shedding starts (see `observe::admit`).
     pub in_flight: std::sync::atomic::AtomicUsize,
     pub max_in_flight: usize,
@@ -112,7 +115,7 @@ impl AppState {
                 .max_capacity(10_000)
                 .time_to_live(LISTING_TTL)
                 .build_with_hasher(Default::default()),
-            catalog_generation: std::sync::atomic::AtomicU64::new(0),
+            catalog_generations: Default::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: settings.max_in_flight,
             ready: AtomicBool::new(false),

@@ -8,6 +8,7 @@ mod catalog;
 mod checkout;
 mod crash;
 mod edge;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod observability;

@@ -40,7 +40,7 @@ impl HotRead {
             Some((id, "stock")) => (HotRead::Stock, id),
             Some(_) => return None,
         };
-        let plain = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let plain = crate::http::junk::is_plausible_id(id);
         plain.then_some(read)
     }
 

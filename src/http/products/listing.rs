@@ -1,6 +1,8 @@
 //! Listing pages (products, drops): rendered once per catalog generation and max-age,
 //! compressed once, then served from memory.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -40,9 +42,7 @@ pub(super) async fn cached_listing(
     render: impl std::future::Future<Output = Result<web::Bytes, ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
     let encoding = Encoding::accepted(req);
-    let generation = state
-        .catalog_generation
-        .load(std::sync::atomic::Ordering::Acquire);
+    let generation = catalog_generation(state, store_id);
     let key = format!(
         "{generation}\u{1f}{store_id}\u{1f}{kind}?{}\u{1f}{}",
         req.query_string(),
@@ -132,9 +132,26 @@ impl Encoding {
     }
 }
 
-/// A catalog write happened: listings rendered before it are not served after it.
-pub(super) fn catalog_changed(state: &AppState) {
-    state
-        .catalog_generation
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+/// The store's catalog generation (0 until its first write).
+fn catalog_generation(state: &AppState, store_id: &str) -> u64 {
+    let generations = state
+        .catalog_generations
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    generations.get(store_id).copied().unwrap_or(0)
+}
+
+/// A catalog write of `store_id` happened: its listings rendered before it are not
+/// served after it (other stores' stay).
+pub(super) fn catalog_changed(state: &AppState, store_id: &str) {
+    let mut generations = state
+        .catalog_generations
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    match generations.get_mut(store_id) {
+        Some(generation) => *generation += 1,
+        None => {
+            generations.insert(Arc::from(store_id), 1);
+        }
+    }
 }

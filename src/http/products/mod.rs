@@ -32,7 +32,9 @@ pub use caching::DEGRADED_HEADER;
 use caching::{conditional, product_cache_control, stock_cache_control};
 pub use fast_read::HotRead;
 use listing::{cached_listing, catalog_changed, to_json, views};
-use validation::{parse_cursor, parse_new_product, parse_patch, MAX_STOCK};
+use validation::{
+    drops_cursor_of, parse_cursor, parse_drops_cursor, parse_new_product, parse_patch, MAX_STOCK,
+};
 pub use validation::{CreateProductRequest, PatchProductRequest, RestockRequest};
 
 /// Creates a product (admin key).
@@ -61,7 +63,7 @@ pub async fn create_product(
                 ApiError::from(e)
             }
         })?;
-    catalog_changed(&state);
+    catalog_changed(&state, &grant.store_id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
         .json(product.to_view(Utc::now())))
@@ -182,7 +184,7 @@ pub async fn restock_product(
         )
     })
     .await?;
-    catalog_changed(&state);
+    catalog_changed(&state, &grant.store_id);
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, snapshot.etag.clone()))
         .content_type("application/json")
@@ -218,8 +220,6 @@ const PRODUCT_SORTS: &[&str] = &[
     "price_cents",
     "-price_cents",
 ];
-/// Products in one drop-calendar answer, at most.
-const MAX_DROPS: i64 = 500;
 /// The widest drop-calendar window.
 const MAX_DROPS_SPAN_DAYS: i64 = 366;
 
@@ -235,6 +235,8 @@ pub struct ProductPage {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct DropCalendar {
     items: Vec<serde_json::Value>,
+    /// Pass as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// Changes a product (admin key). Once this answers, no read of this server shows the old
@@ -278,7 +280,7 @@ pub async fn patch_product(
             )]));
         }
     };
-    catalog_changed(&state);
+    catalog_changed(&state, &grant.store_id);
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, snapshot.etag.clone()))
         .content_type("application/json")
@@ -364,6 +366,8 @@ async fn render_list_products(
 #[utoipa::path(get, path = "/api/v1/drops", tag = "products", security(("bearer" = [])),
     params(("from" = Option<String>, Query, description = "RFC 3339; default now"),
         ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days"),
+        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
     responses((status = 200, body = DropCalendar), (status = 422)))]
 pub async fn drops(
@@ -385,7 +389,18 @@ async fn render_drops(
     let from = params.timestamp("from");
     let to = params.timestamp("to");
     let fields = params.fields(PRODUCT_FIELDS);
+    let limit = params.limit();
+    let cursor = params.text("cursor");
     params.finish()?;
+    let after = match &cursor {
+        None => None,
+        Some(c) => Some(parse_drops_cursor(c).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "cursor",
+                "is not a cursor of this listing",
+            )])
+        })?),
+    };
     let from = from.unwrap_or_else(Utc::now);
     let to = to.unwrap_or(from + chrono::Duration::days(7));
     if to < from || to - from > chrono::Duration::days(MAX_DROPS_SPAN_DAYS) {
@@ -395,8 +410,17 @@ async fn render_drops(
         )]));
     }
     let client = state.pool.get().await?;
-    let products = db::products::drops(&**client, store_id, from, to, MAX_DROPS).await?;
+    let after_ref = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+    let mut products =
+        db::products::drops(&**client, store_id, from, to, after_ref, limit + 1).await?;
+    let next_cursor = if products.len() as i64 > limit {
+        products.truncate(limit as usize);
+        products.last().map(drops_cursor_of)
+    } else {
+        None
+    };
     Ok(to_json(&DropCalendar {
         items: views(&products, fields.as_deref()),
+        next_cursor,
     }))
 }

@@ -1,7 +1,10 @@
 //! Product request bodies and listing cursors: parsed and checked in memory, before
 //! anything is asked of an actor or the database.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+
+use crate::domain::product::Product;
+use crate::http::junk::is_plausible_id;
 
 use crate::db::products::{NewProduct, ProductPatch};
 use crate::domain::validate::{FieldError, Fields, Optional, Required};
@@ -142,12 +145,35 @@ pub(super) fn parse_patch(body: &serde_json::Value) -> Result<ProductPatch, Vec<
     Ok(patch)
 }
 
+/// Cursor keys of timestamp sorts: microseconds within years 1–9999, as PostgreSQL can
+/// compute with (an absurd key must be a 422, not a database error).
+const CURSOR_MICROS: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000_000..=253_402_300_799_999_999;
+
 /// `?cursor=` of a product listing: `<sort>~<key>~<id>`.
 pub(super) fn parse_cursor(cursor: &str, sort: &str) -> Option<(i64, String)> {
     let mut parts = cursor.splitn(3, '~');
     let (s, key, id) = (parts.next()?, parts.next()?, parts.next()?);
-    (s == sort && id.starts_with("prd_")).then_some(())?;
-    Some((key.parse().ok()?, id.to_owned()))
+    (s == sort && id.starts_with("prd_") && is_plausible_id(id)).then_some(())?;
+    let key: i64 = key.parse().ok()?;
+    let by_time = !sort.trim_start_matches('-').starts_with("price");
+    (!by_time || CURSOR_MICROS.contains(&key)).then_some(())?;
+    Some((key, id.to_owned()))
+}
+
+/// `?cursor=` of the drop calendar: `drops~<sale_starts_at µs>~<id>`.
+pub(super) fn parse_drops_cursor(cursor: &str) -> Option<(DateTime<Utc>, String)> {
+    let (at, id) = cursor.strip_prefix("drops~")?.split_once('~')?;
+    (id.starts_with("prd_") && is_plausible_id(id)).then_some(())?;
+    let micros: i64 = at.parse().ok()?;
+    CURSOR_MICROS.contains(&micros).then_some(())?;
+    Some((DateTime::from_timestamp_micros(micros)?, id.to_owned()))
+}
+
+/// The drop-calendar cursor that continues after `p`.
+pub(super) fn drops_cursor_of(p: &Product) -> String {
+    let at = p.sale_starts_at.unwrap_or(p.created_at).timestamp_micros();
+    format!("drops~{at}~{}", p.id)
 }
 
 /// `"waiting_room": {"opens_seconds_before": 1–86400, "admit_per_second": 1–100000}`.
