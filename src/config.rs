@@ -28,6 +28,8 @@
 //! | `FLASHSALE_CHECKOUT_RATE_PER_ADDRESS` | 100 | checkouts/s per client address (free, pro) |
 //! | `FLASHSALE_MAX_IN_FLIGHT` | 4096 | requests in flight before load is shed by priority |
 //! | `FLASHSALE_QUEUE_SECRET` | random | signs waiting-room admission tokens |
+//! | `FLASHSALE_TRUSTED_PROXIES` | none | CIDRs whose `X-Forwarded-For`/`Forwarded` is believed |
+//! | `FLASHSALE_METRICS_TOKEN` | unset | when set, `/metrics` requires `Authorization: Bearer <it>` |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -151,6 +153,18 @@ pub struct Settings {
     /// store). Unset: a random one per process, so tokens do not outlive a restart.
     #[arg(long, env = "FLASHSALE_QUEUE_SECRET", hide_env_values = true)]
     pub queue_secret: Option<String>,
+
+    /// Proxies (comma-separated CIDRs, e.g. `127.0.0.1/32,10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `Forwarded` header names the client: from them, the buyer's
+    /// address for rate limits and consent records is the header's. Default: none (the
+    /// peer's address is the client's).
+    #[arg(long, env = "FLASHSALE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// When set, `/metrics` answers only `Authorization: Bearer <this token>` (401
+    /// otherwise): it lists every store's products and their stock. Unset: open.
+    #[arg(long, env = "FLASHSALE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,

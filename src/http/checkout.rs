@@ -157,7 +157,7 @@ async fn place_order(
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let key = idempotency_key(req)?;
     let body = parse_checkout(&body.0)?;
-    let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+    let client_addr = super::buyer_addr(req, state);
     state
         .actors
         .limits(grant)

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod checkout;
+pub mod client_addr;
 pub mod errors;
 pub mod junk;
 pub mod observe;
@@ -85,6 +86,10 @@ pub struct AppState {
     pub max_in_flight: usize,
     /// Set once migrations ran; `/readyz` also asks the database.
     pub ready: AtomicBool,
+    /// Peers whose forwarded-for header names the client (`FLASHSALE_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// SHA-256 of `FLASHSALE_METRICS_TOKEN`; `None`: `/metrics` is open.
+    pub metrics_token_hash: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -119,6 +124,12 @@ impl AppState {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: settings.max_in_flight,
             ready: AtomicBool::new(false),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            metrics_token_hash: settings
+                .metrics_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(crate::domain::ids::hash_secret),
         }
     }
 }
@@ -146,6 +157,11 @@ where
         .map_err(|e| ApiError::clone(&e));
     crate::metrics::cache_lookup(name, !loaded.get());
     value
+}
+
+/// The buyer's address of `req` (see [`client_addr`]).
+pub fn buyer_addr(req: &actix_web::HttpRequest, state: &AppState) -> Option<String> {
+    client_addr::client_addr(req, &state.trusted_proxies)
 }
 
 /// Sends a message built around a reply channel and waits (bounded) for the answer.

@@ -36,7 +36,7 @@ pub struct ApiDoc;
 /// An RFC 9457 problem document, as every error is sent.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct Problem {
+pub struct Problem {
     status: u16,
     /// Stable, machine-readable: `sold_out`, `validation_failed`, …
     code: String,
@@ -54,6 +54,15 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("FLASHSALE_METRICS_TOKEN, when it is set"))
+                    .build(),
+            ),
         );
     }
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod caching;
 mod catalog;
 mod checkout;
 mod crash;
@@ -14,5 +15,6 @@ mod limits;
 mod observability;
 mod outage;
 mod products;
+mod proxies;
 mod stampede;
 mod waiting_room;

@@ -29,7 +29,7 @@ use crate::domain::ids::new_id;
 use crate::domain::validate::{FieldError, Fields, Required};
 
 pub use caching::DEGRADED_HEADER;
-use caching::{conditional, product_cache_control, stock_cache_control};
+use caching::{conditional, stock_cache_control, variant_etag, vary_authorization};
 pub use fast_read::HotRead;
 use listing::{cached_listing, catalog_changed, to_json, views};
 use validation::{
@@ -125,15 +125,13 @@ async fn product_page(
     let snapshot = read_snapshot(state, &grant.store_id, id).await?;
     let degraded = !state.actors.health().is_up();
     let Some(fields) = fields else {
-        return Ok(conditional(req, &snapshot, snapshot.body.clone(), degraded));
+        let (etag, body) = (snapshot.etag.clone(), snapshot.body.clone());
+        return Ok(conditional(req, &snapshot, etag, body, degraded));
     };
+    let etag = variant_etag(&snapshot.etag, &fields, PRODUCT_FIELDS);
     let full: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap_or_default();
-    let mut response = HttpResponse::Ok();
-    response.insert_header((header::CACHE_CONTROL, product_cache_control()));
-    if degraded {
-        response.insert_header((DEGRADED_HEADER, "database-unavailable"));
-    }
-    Ok(response.json(pick(full, Some(&fields))))
+    let body = to_json(&pick(full, Some(&fields)));
+    Ok(conditional(req, &snapshot, etag, body, degraded))
 }
 
 /// The fast-moving part of a product: what is left, and the sale status.
@@ -157,6 +155,7 @@ async fn product_stock(
     let snapshot = read_snapshot(state, &grant.store_id, id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, stock_cache_control()))
+        .insert_header((header::VARY, vary_authorization()))
         .content_type("application/json")
         .body(snapshot.stock_body.clone()))
 }
