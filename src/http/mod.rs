@@ -9,6 +9,7 @@ pub mod errors;
 pub mod junk;
 pub mod observe;
 pub mod openapi;
+pub mod openapi_responses;
 pub mod ops;
 pub mod orders;
 pub mod products;

@@ -4,6 +4,8 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::openapi_responses::ProblemResponses;
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "flashsale", description = "Flash-sale checkout backend. The contract: shared/API.md."),
@@ -29,7 +31,7 @@ use utoipa::{Modify, OpenApi};
         super::orders::cancel,
     ),
     components(schemas(crate::domain::validate::FieldError, Problem)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;
 

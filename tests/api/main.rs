@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod observability;
+mod openapi;
 mod outage;
 mod products;
 mod proxies;

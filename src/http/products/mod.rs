@@ -40,7 +40,9 @@ pub use validation::{CreateProductRequest, PatchProductRequest, RestockRequest};
 /// Creates a product (admin key).
 #[utoipa::path(post, path = "/api/v1/products", tag = "products", request_body = CreateProductRequest,
     security(("bearer" = [])),
-    responses((status = 201, body = crate::domain::product::ProductView), (status = 409, description = "sku_taken"),
+    responses((status = 201, body = crate::domain::product::ProductView,
+            headers(("Location" = String, description = "the product's URL"))),
+        (status = 409, description = "sku_taken"),
         (status = 422, description = "validation_failed")))]
 pub async fn create_product(
     state: web::Data<AppState>,
@@ -95,9 +97,12 @@ async fn read_snapshot(
     params(("id" = String, Path), ("If-None-Match" = Option<String>, Header), ("If-Modified-Since" = Option<String>, Header),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
     responses((status = 200, body = crate::domain::product::ProductView,
-        headers(("ETag" = String), ("Last-Modified" = String), ("Cache-Control" = String),
+        headers(("ETag" = String, description = "this representation's tag (each ?fields= variant its own)"),
+            ("Last-Modified" = String), ("Cache-Control" = String), ("Vary" = String, description = "`Authorization`"),
             ("Flashsale-Degraded" = String, description = "`database-unavailable`: served from memory while the database is away; may be stale"))),
-        (status = 304), (status = 404)))]
+        (status = 304, description = "the client's copy is current",
+            headers(("ETag" = String), ("Last-Modified" = String), ("Cache-Control" = String), ("Vary" = String))),
+        (status = 404, description = "`product_not_found`")))]
 pub async fn get_product(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -137,7 +142,10 @@ async fn product_page(
 /// The fast-moving part of a product: what is left, and the sale status.
 #[utoipa::path(get, path = "/api/v1/products/{id}/stock", tag = "products", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = crate::domain::product::StockView), (status = 404)))]
+    responses((status = 200, body = crate::domain::product::StockView,
+            headers(("Cache-Control" = String, description = "`public, max-age=1`: never older than a second"),
+                ("Vary" = String, description = "`Authorization`"))),
+        (status = 404, description = "`product_not_found`")))]
 pub async fn get_stock(
     state: web::Data<AppState>,
     caller: Caller,
@@ -163,7 +171,8 @@ async fn product_stock(
 /// Puts more units on sale (admin key).
 #[utoipa::path(post, path = "/api/v1/products/{id}/restock", tag = "products", request_body = RestockRequest,
     security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422)))]
+    responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
+        (status = 404, description = "`product_not_found`")))]
 pub async fn restock_product(
     state: web::Data<AppState>,
     caller: Caller,
@@ -242,7 +251,8 @@ pub struct DropCalendar {
 /// values.
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products", request_body = PatchProductRequest,
     security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = crate::domain::product::ProductView), (status = 404), (status = 422)))]
+    responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
+        (status = 404, description = "`product_not_found`")))]
 pub async fn patch_product(
     state: web::Data<AppState>,
     caller: Caller,
@@ -294,7 +304,8 @@ pub async fn patch_product(
         ("limit" = Option<i64>, Query, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
-    responses((status = 200, body = ProductPage), (status = 422)))]
+    responses((status = 200, body = ProductPage, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),
+            ("Content-Encoding" = String, description = "`br` or `gzip` when the client accepts it")))))]
 pub async fn list_products(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -368,7 +379,8 @@ async fn render_list_products(
         ("limit" = Option<i64>, Query, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
-    responses((status = 200, body = DropCalendar), (status = 422)))]
+    responses((status = 200, body = DropCalendar, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),
+            ("Content-Encoding" = String, description = "`br` or `gzip` when the client accepts it")))))]
 pub async fn drops(
     req: HttpRequest,
     state: web::Data<AppState>,
