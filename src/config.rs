@@ -30,6 +30,11 @@
 //! | `FLASHSALE_QUEUE_SECRET` | random | signs waiting-room admission tokens |
 //! | `FLASHSALE_TRUSTED_PROXIES` | none | CIDRs whose `X-Forwarded-For`/`Forwarded` is believed |
 //! | `FLASHSALE_METRICS_TOKEN` | unset | when set, `/metrics` requires `Authorization: Bearer <it>` |
+//! | `FLASHSALE_REQUEST_DEADLINE_MS` | 10000 | every actor-served request is answered within it |
+//! | `FLASHSALE_DB_STATEMENT_TIMEOUT_MS` | 4000 | PostgreSQL `statement_timeout` of every connection |
+//! | `FLASHSALE_DB_LOCK_TIMEOUT_MS` | 3500 | PostgreSQL `lock_timeout` of every connection |
+//! | `FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 5000 | PostgreSQL `idle_in_transaction_session_timeout` |
+//! | `FLASHSALE_DB_KEEPALIVE_SECS` | 10 | TCP keepalive idle time of every database connection |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -46,6 +51,13 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
 pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
+pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 10_000;
+pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
+pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
+pub const DEFAULT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_DB_KEEPALIVE_SECS: u64 = 10;
+/// Slack kept between the end of the database work budget and the answer deadline.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -165,6 +177,31 @@ pub struct Settings {
     /// otherwise): it lists every store's products and their stock. Unset: open.
     #[arg(long, env = "FLASHSALE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Milliseconds within which every request served by the actors (checkout, restock,
+    /// PATCH, confirm, cancel, reads) is answered. Work not started in time is not
+    /// started at all (503 unavailable: nothing was done).
+    #[arg(long, env = "FLASHSALE_REQUEST_DEADLINE_MS", default_value_t = DEFAULT_REQUEST_DEADLINE_MS)]
+    pub request_deadline_ms: u64,
+
+    /// PostgreSQL `statement_timeout` (ms) on every connection: the database gives up on
+    /// a statement before the request's deadline, so a 503 means rolled back.
+    #[arg(long, env = "FLASHSALE_DB_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_DB_STATEMENT_TIMEOUT_MS)]
+    pub db_statement_timeout_ms: u64,
+
+    /// PostgreSQL `lock_timeout` (ms) on every connection: a row held by another session
+    /// fails the write fast instead of holding the batch.
+    #[arg(long, env = "FLASHSALE_DB_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_DB_LOCK_TIMEOUT_MS)]
+    pub db_lock_timeout_ms: u64,
+
+    /// PostgreSQL `idle_in_transaction_session_timeout` (ms) on every connection: a
+    /// transaction left open by a lost client ends (rolled back) by itself.
+    #[arg(long, env = "FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = DEFAULT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS)]
+    pub db_idle_in_transaction_timeout_ms: u64,
+
+    /// TCP keepalive idle time (s) of every database connection, so that a dead peer is
+    /// noticed.
+    #[arg(long, env = "FLASHSALE_DB_KEEPALIVE_SECS", default_value_t = DEFAULT_DB_KEEPALIVE_SECS)]
+    pub db_keepalive_secs: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -187,6 +224,29 @@ pub enum Command {
 impl Settings {
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms.max(1))
+    }
+
+    /// How long database work may take once started: a write is at most two round trips
+    /// of statements, each ended by PostgreSQL at `statement_timeout`, plus a margin.
+    /// Work that cannot start this long before a request's deadline is not started.
+    pub fn work_budget(&self) -> Duration {
+        let budget = 2 * self.statement_timeout() + DEADLINE_MARGIN;
+        // Never more than most of the request deadline, whatever the settings say.
+        budget.min(Duration::from_millis(self.request_deadline_ms * 3 / 4))
+    }
+
+    /// The session settings every database connection starts with (libpq `options`).
+    pub fn db_session_options(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.db_statement_timeout_ms.max(1),
+            self.db_lock_timeout_ms.max(1),
+            self.db_idle_in_transaction_timeout_ms.max(1),
+        )
     }
 
     pub fn arbiter_count(&self) -> usize {

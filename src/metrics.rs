@@ -16,6 +16,9 @@ pub const MAILBOX_REJECTIONS_TOTAL: &str = "flashsale_mailbox_rejections_total";
 pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "flashsale_idempotent_replays_total";
 pub const PRODUCT_LOADS_TOTAL: &str = "flashsale_product_loads_total";
 pub const DB_UP: &str = "flashsale_db_up";
+pub const DEADLINE_DROPS_TOTAL: &str = "flashsale_deadline_drops_total";
+pub const OUTCOME_UNKNOWN_TOTAL: &str = "flashsale_outcome_unknown_total";
+pub const KEY_LOOKUPS_SHED_TOTAL: &str = "flashsale_key_lookups_shed_total";
 
 /// Checkouts by outcome: `created`, `replayed`, or the error code.
 pub static CHECKOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -71,6 +74,38 @@ pub static MAILBOX_REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         MAILBOX_REJECTIONS_TOTAL,
         "Messages refused by a full mailbox",
         &["actor"]
+    )
+    .expect("metric")
+});
+
+/// Messages dropped before they took stock or reached the database, by where (`store`,
+/// `product`, `writer`, `database`) and why (`deadline`: its time to start passed;
+/// `caller_gone`: nobody waits for the answer).
+pub static DEADLINE_DROPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        DEADLINE_DROPS_TOTAL,
+        "Messages dropped unserved because their deadline passed or their caller left",
+        &["actor", "reason"]
+    )
+    .expect("metric")
+});
+
+/// Answers of 503 `outcome_unknown`, by operation (`checkout`, `restock`, `patch`,
+/// `confirm`, `cancel`).
+pub static OUTCOME_UNKNOWN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        OUTCOME_UNKNOWN_TOTAL,
+        "Writes answered 503 outcome_unknown",
+        &["operation"]
+    )
+    .expect("metric")
+});
+
+/// API-key lookups refused because too many were running (a flood of unknown tokens).
+pub static KEY_LOOKUPS_SHED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        KEY_LOOKUPS_SHED_TOTAL,
+        "Unknown API keys refused without a lookup because the lookups were at their bound"
     )
     .expect("metric")
 });
@@ -293,6 +328,15 @@ pub fn register_all() {
         mailbox_depth(actor);
         MAILBOX_REJECTIONS.with_label_values(&[actor]);
     }
+    for actor in ["store", "product", "writer", "database"] {
+        for reason in ["deadline", "caller_gone"] {
+            DEADLINE_DROPS.with_label_values(&[actor, reason]);
+        }
+    }
+    for operation in ["checkout", "restock", "patch", "confirm", "cancel"] {
+        OUTCOME_UNKNOWN.with_label_values(&[operation]);
+    }
+    LazyLock::force(&KEY_LOOKUPS_SHED);
     for outcome in ["committed", "rolled_back", "unknown"] {
         WRITER_BATCHES.with_label_values(&[outcome]);
     }
@@ -305,6 +349,7 @@ pub fn register_all() {
         "sold_out",
         "overloaded",
         "unavailable",
+        "outcome_unknown",
         "rate_limited",
     ] {
         CHECKOUTS.with_label_values(&[outcome]);

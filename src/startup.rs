@@ -31,15 +31,22 @@ impl Application {
         admin_token: &str,
     ) -> anyhow::Result<Self> {
         crate::metrics::register_all();
-        let pool = db::create_pool(database_url, settings.db_pool_size)?;
-        db::migrate(&pool).await?;
+        // Migrations run without the serving deadlines (a migration may take a while).
+        db::migrate(&db::create_pool(database_url, 1)?).await?;
+        let pool = db::create_serving_pool(database_url, settings.db_pool_size, settings)?;
         if settings.seed_demo {
             seed_demo(&pool).await?;
         }
-        let writer_pool = db::create_pool(database_url, settings.batches_in_flight.max(1))?;
-        let actors = Actors::start(pool.clone(), writer_pool, settings);
-        wake_products_with_holds(&pool, &actors).await?;
-        let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
+        let writer_pool =
+            db::create_serving_pool(database_url, settings.batches_in_flight.max(1), settings)?;
+        let probe_pool = db::create_serving_pool(database_url, 1, settings)?;
+        let actors = Actors::start(pool.clone(), writer_pool, probe_pool, settings);
+        let state = web::Data::new(AppState::new(pool.clone(), actors, admin_token, settings));
+        wake_products_with_holds(
+            &pool,
+            std::sync::Arc::downgrade(&state.clone().into_inner()),
+        )
+        .await?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let address = listener.local_addr()?;
@@ -103,7 +110,7 @@ async fn tick(state: std::sync::Weak<AppState>, warm_lead_secs: u64) {
     loop {
         probe.tick().await;
         let Some(state) = state.upgrade() else { return };
-        let up = state.actors.health().probe(&state.pool).await;
+        let up = state.actors.health().probe().await;
         since_warm += PROBE_EVERY;
         if up && since_warm >= WARM_EVERY {
             since_warm = Duration::ZERO;
@@ -124,13 +131,49 @@ async fn warm_products(state: &AppState, lead_secs: u64) -> anyhow::Result<()> {
 
 /// Starts the actors of products with payment holds pending, so that holds which lapsed
 /// while the service was down are released now, and the others on time.
-async fn wake_products_with_holds(pool: &db::Pool, actors: &Actors) -> anyhow::Result<()> {
+async fn wake_products_with_holds(
+    pool: &db::Pool,
+    state: std::sync::Weak<AppState>,
+) -> anyhow::Result<()> {
     let client = pool
         .get()
         .await
         .context("Failed to connect to PostgreSQL")?;
-    start_products(actors, db::orders::products_with_holds(&**client).await?);
+    let products = db::orders::products_with_holds(&**client).await?;
+    for (store_id, product_id) in products {
+        actix_web::rt::spawn(arm_product(state.clone(), store_id, product_id));
+    }
     Ok(())
+}
+
+/// First and longest pause between tries to load a product with pending holds.
+const ARM_PAUSE_MIN: Duration = Duration::from_millis(200);
+const ARM_PAUSE_MAX: Duration = Duration::from_secs(10);
+
+/// Loads a product with pending holds, trying again with backoff until it is loaded (or
+/// gone), so that its holds are armed even when the first load fails.
+async fn arm_product(state: std::sync::Weak<AppState>, store_id: String, product_id: String) {
+    let mut pause = ARM_PAUSE_MIN;
+    loop {
+        let Some(app) = state.upgrade() else { return };
+        let loaded = http::ask(|reply| {
+            app.actors.to_product(
+                &store_id,
+                &product_id,
+                crate::actors::product::ProductMsg::Read { reply },
+            )
+        })
+        .await;
+        drop(app);
+        match loaded {
+            Ok(_) | Err(http::errors::ApiError::NotFound(..)) => return,
+            Err(e) => {
+                tracing::warn!(product.id = %product_id, error = %e, "product with pending holds not loaded; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ARM_PAUSE_MAX);
+            }
+        }
+    }
 }
 
 /// Starts (loads and renders) the actors of these (store, product) pairs ahead of need.

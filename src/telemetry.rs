@@ -28,6 +28,44 @@ pub const SPAN_WRITER_BATCH: &str = "writer.batch";
 pub const SPAN_DB_INSERT_ORDERS: &str = "db.insert_orders";
 pub const SPAN_DB_TAKE_STOCK: &str = "db.take_stock";
 pub const SPAN_DB_COMMIT: &str = "db.commit";
+/// `db.system.name` of every database span (OpenTelemetry database semantic conventions).
+pub const DB_SYSTEM: &str = "postgresql";
+
+/// The database server the serving pools connect to, for `server.address` and
+/// `server.port` on database spans.
+static DB_SERVER: std::sync::OnceLock<(String, u16)> = std::sync::OnceLock::new();
+
+/// Records the database server (the first pool made wins; all pools share it).
+pub fn set_db_server(address: String, port: u16) {
+    let _ = DB_SERVER.set((address, port));
+}
+
+/// (`server.address`, `server.port`) of database spans.
+pub fn db_server() -> (&'static str, u16) {
+    DB_SERVER
+        .get()
+        .map_or(("", 5432), |(address, port)| (address.as_str(), *port))
+}
+
+/// A database call's span, with OpenTelemetry's database semantic conventions: kind
+/// client, `db.system.name`, `db.operation.name`, `db.collection.name`,
+/// `server.address` and `server.port`, so tracing backends show it as a database call.
+#[macro_export]
+macro_rules! db_span {
+    ($name:expr, $operation:expr, $collection:expr $(, $($field:tt)+)?) => {{
+        let (address, port) = $crate::telemetry::db_server();
+        tracing::debug_span!(
+            $name,
+            otel.kind = "client",
+            db.system.name = $crate::telemetry::DB_SYSTEM,
+            db.operation.name = $operation,
+            db.collection.name = $collection,
+            server.address = address,
+            server.port = port
+            $(, $($field)+)?
+        )
+    }};
+}
 
 /// What the OpenTelemetry layer records: every hop of this crate.
 const TRACE_FILTER: &str = "flashsale=debug";

@@ -7,12 +7,14 @@
 //!   about a product's stock is made in its mailbox, one message at a time.
 //! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
 //!
-//! Every mailbox is bounded. Messages carry a oneshot reply channel and are sent with
-//! `try_send`, so a full mailbox is an immediate 503 `overloaded`, never a queue without
-//! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
+//! Every mailbox is bounded, and every message carries its deadline: both are one
+//! mechanism, [`mailbox`], used by the directory for every hop. Messages carry a oneshot
+//! reply channel; a full mailbox is an immediate 503 `overloaded`, never a queue without
+//! limit, and a message whose caller has gone or whose time has passed is dropped before
+//! it takes stock or reaches the database.
 
-mod holds;
 pub mod limits;
+pub mod mailbox;
 pub mod product;
 pub mod store;
 pub mod writer;
@@ -26,6 +28,7 @@ use actix::prelude::*;
 use crate::db::Pool;
 use crate::domain::ledger::Refusal;
 use crate::domain::order::Order;
+use mailbox::{Deadline, Mailbox, Refused};
 use product::ProductMsg;
 use store::{StoreActor, ToProduct};
 use writer::OrderWriter;
@@ -37,8 +40,12 @@ pub enum Failure {
     NotFound,
     /// A mailbox or the writer's queue is full.
     Overloaded,
-    /// PostgreSQL could not be reached or the batch failed; nothing was taken.
+    /// PostgreSQL could not be reached, the batch failed or the deadline passed first;
+    /// nothing was done and nothing will be.
     Unavailable,
+    /// The change was sent to PostgreSQL but whether it committed could not be learnt in
+    /// time; a retry (with the same Idempotency-Key, for a checkout) learns it.
+    OutcomeUnknown,
     /// The sale's rules said no.
     Refused(Refusal),
 }
@@ -66,8 +73,11 @@ pub struct Shared {
     /// How many products export their stock as metrics (at most
     /// [`crate::metrics::MAX_STOCK_SERIES`]).
     pub stock_series: AtomicUsize,
-    pub writer: Addr<OrderWriter>,
+    pub writer: Mailbox<OrderWriter>,
     pub mailbox_capacity: usize,
+    /// How long database work may take once started (see
+    /// [`crate::config::Settings::work_budget`]).
+    pub work_budget: std::time::Duration,
     /// Signs waiting-room admission tokens.
     pub queue_secret: Vec<u8>,
     /// The database circuit breaker.
@@ -91,7 +101,7 @@ impl Shared {
 /// The directory of store actors. Product actors are found through their store.
 pub struct Actors {
     shared: Arc<Shared>,
-    stores: RwLock<HashMap<String, Addr<StoreActor>>>,
+    stores: RwLock<HashMap<String, Mailbox<StoreActor>>>,
     /// Each store's rate limits, kept beside its actor in the directory so that the HTTP
     /// workers check them without a mailbox hop.
     limits: RwLock<HashMap<String, Arc<limits::StoreLimits>>>,
@@ -106,20 +116,32 @@ impl Actors {
     /// The writer gets a pool of its own: a tokio-postgres connection is driven by the
     /// thread that opened it, so the writer's connections are opened (lazily) on the
     /// writer's thread and its batches never wait for a busy HTTP worker to do their I/O.
-    pub fn start(pool: Pool, writer_pool: Pool, settings: &crate::config::Settings) -> Self {
+    /// `probe_pool`: the database probes' own connection (see [`crate::db::health`]).
+    pub fn start(
+        pool: Pool,
+        writer_pool: Pool,
+        probe_pool: Pool,
+        settings: &crate::config::Settings,
+    ) -> Self {
         let arbiters: Vec<Arbiter> = (0..settings.arbiter_count())
             .map(|_| Arbiter::new())
             .collect();
         let writer_arbiter = Arbiter::new();
-        let health = Arc::new(crate::db::health::DbHealth::default());
+        let health = Arc::new(crate::db::health::DbHealth::new(probe_pool));
         let writer_actor = OrderWriter::new(writer_pool.clone(), health.clone(), settings);
-        let writer = OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor);
+        let writer = Mailbox::new(
+            OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor),
+            settings.mailbox_capacity,
+            "writer",
+        );
+        mailbox::configure_deadlines(settings);
         let shared = Arc::new(Shared {
             pool,
             writer_pool,
             stock_series: AtomicUsize::new(0),
             writer,
             mailbox_capacity: settings.mailbox_capacity,
+            work_budget: settings.work_budget(),
             health,
             queue_secret: settings
                 .queue_secret
@@ -186,7 +208,7 @@ impl Actors {
         self.shared.gates.get(product_id)
     }
 
-    fn store(&self, store_id: &str) -> Addr<StoreActor> {
+    fn store(&self, store_id: &str) -> Mailbox<StoreActor> {
         if let Some(addr) = self.stores.read().expect("store directory").get(store_id) {
             if addr.connected() {
                 return addr.clone();
@@ -198,28 +220,25 @@ impl Actors {
             _ => {
                 let actor = StoreActor::new(store_id.to_owned(), self.shared.clone());
                 let addr = StoreActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
-                stores.insert(store_id.to_owned(), addr.clone());
-                addr
+                let mailbox = Mailbox::new(addr, self.shared.mailbox_capacity, "store");
+                stores.insert(store_id.to_owned(), mailbox.clone());
+                mailbox
             }
         }
     }
 
-    /// Sends `msg` to a product through its store's actor; a full mailbox answers the
-    /// message's reply channel with [`Failure::Overloaded`] at once.
+    /// Sends `msg` to a product through its store's actor, with the deadline of a
+    /// request arriving now; a full mailbox answers the message's reply channel with
+    /// [`Failure::Overloaded`] at once.
     pub fn to_product(&self, store_id: &str, product_id: &str, msg: ProductMsg) {
         let envelope = ToProduct {
             product_id: product_id.to_owned(),
             msg,
         };
-        match self.store(store_id).try_send(envelope) {
-            Ok(()) => crate::metrics::mailbox_depth("store").inc(),
-            Err(SendError::Full(envelope)) => {
-                crate::metrics::MAILBOX_REJECTIONS
-                    .with_label_values(&["store"])
-                    .inc();
-                envelope.msg.fail(Failure::Overloaded);
-            }
-            Err(SendError::Closed(envelope)) => envelope.msg.fail(Failure::Unavailable),
+        match self.store(store_id).send(envelope, Deadline::from_now()) {
+            Ok(()) => {}
+            Err(Refused::Full(envelope)) => envelope.msg.fail(Failure::Overloaded),
+            Err(Refused::Closed(envelope)) => envelope.msg.fail(Failure::Unavailable),
         }
     }
 }

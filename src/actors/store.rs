@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::mailbox::{Letter, Mail, Mailbox, Refused};
 use super::product::{ProductActor, ProductMsg};
 use super::{Failure, Shared};
-use crate::metrics::MAILBOX_REJECTIONS;
 use crate::telemetry::SPAN_STORE;
 
 /// A message for one of the store's products.
@@ -21,11 +21,21 @@ pub struct ToProduct {
     pub msg: ProductMsg,
 }
 
+impl Letter for ToProduct {
+    fn caller_gone(&self) -> bool {
+        self.msg.caller_gone()
+    }
+
+    fn fail(self, failure: Failure) {
+        self.msg.fail(failure)
+    }
+}
+
 pub struct StoreActor {
     store_id: String,
     shared: Arc<Shared>,
     /// product id → its actor, for every product of this store touched so far.
-    catalog: HashMap<String, Addr<ProductActor>>,
+    catalog: HashMap<String, Mailbox<ProductActor>>,
 }
 
 impl StoreActor {
@@ -40,7 +50,7 @@ impl StoreActor {
     /// The product's actor, started (on the next arbiter) if it is not running.
     /// `warm`: started ahead of a drop, not by a request (counted apart: a request that
     /// has to start its product's actor is a cold read).
-    fn product(&mut self, product_id: &str, warm: bool) -> Addr<ProductActor> {
+    fn product(&mut self, product_id: &str, warm: bool) -> Mailbox<ProductActor> {
         if let Some(addr) = self.catalog.get(product_id) {
             if addr.connected() {
                 return addr.clone();
@@ -56,24 +66,23 @@ impl StoreActor {
             self.shared.clone(),
         );
         let addr = ProductActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
-        self.catalog.insert(product_id.to_owned(), addr.clone());
-        addr
+        let mailbox = Mailbox::new(addr, self.shared.mailbox_capacity, "product");
+        self.catalog.insert(product_id.to_owned(), mailbox.clone());
+        mailbox
     }
 }
 
 impl Actor for StoreActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
-    }
 }
 
-impl Handler<ToProduct> for StoreActor {
+impl Handler<Mail<ToProduct>> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, ToProduct { product_id, msg }: ToProduct, _: &mut Self::Context) {
-        crate::metrics::mailbox_depth("store").dec();
+    fn handle(&mut self, mail: Mail<ToProduct>, _: &mut Self::Context) {
+        let Some((ToProduct { product_id, msg }, deadline)) = mail.open() else {
+            return;
+        };
         let mut msg = msg;
         // The hop through the store, in the checkout's trace.
         let span = msg.span().map(
@@ -87,13 +96,10 @@ impl Handler<ToProduct> for StoreActor {
         // actor stops itself after a while; a failed load stops it at once).
         for _ in 0..2 {
             let warm = matches!(msg, ProductMsg::Warm);
-            match self.product(&product_id, warm).try_send(msg) {
-                Ok(()) => return crate::metrics::mailbox_depth("product").inc(),
-                Err(SendError::Full(m)) => {
-                    MAILBOX_REJECTIONS.with_label_values(&["product"]).inc();
-                    return m.fail(Failure::Overloaded);
-                }
-                Err(SendError::Closed(m)) => {
+            match self.product(&product_id, warm).send(msg, deadline) {
+                Ok(()) => return,
+                Err(Refused::Full(m)) => return m.fail(Failure::Overloaded),
+                Err(Refused::Closed(m)) => {
                     self.catalog.remove(&product_id);
                     msg = m;
                 }

@@ -7,7 +7,15 @@
 //! its stock back to the product actors and answers 503 `unavailable`; a batch whose
 //! COMMIT was lost on the wire is reconciled against the database before anyone is
 //! answered, so a 201 is never sent for an order that is not there, nor stock given back
-//! for one that is.
+//! for one that is. Reconciling first ends the batch's old backend
+//! ([`crate::db::orders::end_backend`]): until it is gone it could still commit.
+//!
+//! Deadlines: a write whose caller has gone or whose time to start has passed is dropped
+//! (stock back, 503 `unavailable`) when it arrives and again when its batch is formed, so
+//! no batch carries an order nobody will be told about. A batch runs within the work
+//! budget; one whose outcome cannot be learnt before its buyers' answers are due answers
+//! 503 `outcome_unknown` and goes on being reconciled in the background: its orders are
+//! then either found (a retry replays them) or given back (a retry buys afresh).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,18 +24,25 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tracing::Instrument;
 
+use super::mailbox::{Deadline, Letter, Mail};
 use super::product::{CheckoutReply, GiveBack, ProductActor};
 use super::{Checkout, Failure};
 use crate::config::Settings;
 use crate::db::health::DbHealth;
-use crate::db::orders::{existing_ids, insert_batch, BatchError};
+use crate::db::orders::{
+    end_backend, existing_ids, insert_batch, Backend, BatchError, BatchProgress,
+};
 use crate::db::Pool;
 use crate::domain::order::NewOrder;
-use crate::metrics::{WRITER_BATCHES, WRITER_BATCH_SIZE_HIST, WRITER_COMMIT, WRITER_ORDERS};
+use crate::metrics::{
+    DEADLINE_DROPS, OUTCOME_UNKNOWN, WRITER_BATCHES, WRITER_BATCH_SIZE_HIST, WRITER_COMMIT,
+    WRITER_ORDERS,
+};
 use crate::telemetry::SPAN_WRITER_BATCH;
 
-/// How long to keep asking whether a batch with a lost COMMIT is in the database.
-const RECONCILE_FOR: Duration = Duration::from_secs(30);
+/// Kept between giving up on learning a batch's outcome and the answer deadline, so
+/// that the `outcome_unknown` answer arrives before the caller stops waiting.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
 /// An order taken by a product actor, to be made durable.
 #[derive(Message)]
@@ -39,25 +54,48 @@ pub struct Write {
     pub reply: CheckoutReply,
     /// The product actor's checkout span; the batch span links to it.
     pub span: tracing::Span,
+    /// The buyer's deadline: not written once it has passed.
+    pub deadline: Deadline,
+}
+
+/// Returns an order's stock to its product.
+fn give_back(product: &Addr<ProductActor>, order: &NewOrder) {
+    // do_send: a give-back must never be dropped for a full mailbox; it is bounded by
+    // the orders in flight, which the writer's own queue bounds.
+    product.do_send(GiveBack {
+        order_id: order.order.id.clone(),
+        customer_id: order.order.customer_id.clone(),
+        quantity: i64::from(order.order.quantity),
+        idempotency_key: order.idempotency_key.clone(),
+    });
 }
 
 impl Write {
-    /// Returns the order's stock to its product.
-    fn give_back(&self) {
-        // do_send: a give-back must never be dropped for a full mailbox; it is bounded by
-        // the orders in flight, which the writer's own queue bounds.
-        self.product.do_send(GiveBack {
-            order_id: self.order.order.id.clone(),
-            customer_id: self.order.order.customer_id.clone(),
-            quantity: i64::from(self.order.order.quantity),
-            idempotency_key: self.order.idempotency_key.clone(),
-        });
-    }
-
     /// The order will not be written: stock back to its product, `failure` to the buyer.
     fn abandon(self, failure: Failure) {
-        self.give_back();
+        give_back(&self.product, &self.order);
         let _ = self.reply.send(Err(failure));
+    }
+
+    /// Whether it is too late to write it (nobody waits, or its time has passed).
+    fn stale(&self) -> Option<&'static str> {
+        if self.reply.is_closed() {
+            Some("caller_gone")
+        } else if self.deadline.passed() {
+            Some("deadline")
+        } else {
+            None
+        }
+    }
+}
+
+impl Letter for Write {
+    fn caller_gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn fail(self, failure: Failure) {
+        self.abandon(failure)
     }
 }
 
@@ -68,13 +106,14 @@ pub struct OrderWriter {
     batch_max: usize,
     batch_linger: Duration,
     max_in_flight: usize,
+    /// How long a batch may take, once started.
+    work_budget: Duration,
     /// Orders waiting for a batch, at most `queue_limit`.
     queue: Vec<Write>,
     queue_limit: usize,
     in_flight: usize,
     /// The linger timer of the oldest queued order, if one is set.
     timer: Option<SpawnHandle>,
-    mailbox_capacity: usize,
 }
 
 impl OrderWriter {
@@ -85,11 +124,26 @@ impl OrderWriter {
             batch_max: settings.batch_max.max(1),
             batch_linger: settings.batch_linger(),
             max_in_flight: settings.batches_in_flight.max(1),
+            work_budget: settings.work_budget(),
             queue: Vec::new(),
             queue_limit: settings.mailbox_capacity.max(1),
             in_flight: 0,
             timer: None,
-            mailbox_capacity: settings.mailbox_capacity,
+        }
+    }
+
+    /// Drops the queued writes nobody will be told about (stock back, counted).
+    fn drop_stale(&mut self) {
+        if !self.queue.iter().any(|w| w.stale().is_some()) {
+            return;
+        }
+        let (stale, live): (Vec<Write>, Vec<Write>) =
+            self.queue.drain(..).partition(|w| w.stale().is_some());
+        self.queue = live;
+        for w in stale {
+            let reason = w.stale().unwrap_or("deadline");
+            DEADLINE_DROPS.with_label_values(&["writer", reason]).inc();
+            w.abandon(Failure::Unavailable);
         }
     }
 
@@ -98,11 +152,13 @@ impl OrderWriter {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
+        self.drop_stale();
         while !self.queue.is_empty() && self.in_flight < self.max_in_flight {
             let n = self.queue.len().min(self.batch_max);
             let batch: Vec<Write> = self.queue.drain(..n).collect();
             self.in_flight += 1;
             let pool = self.pool.clone();
+            let budget = self.work_budget;
             // One span per batch, linked to every checkout it carries (each checkout's
             // own trace shows where its order went).
             let span =
@@ -110,17 +166,30 @@ impl OrderWriter {
             for w in &batch {
                 span.follows_from(&w.span);
             }
+            // The outcome must be known before the first of its buyers' answers is due.
+            let give_up = batch
+                .iter()
+                .map(|w| w.deadline.answer_by)
+                .min()
+                .map(|t| t.checked_sub(ANSWER_MARGIN).unwrap_or(t));
             let write = async move {
-                let outcome = write_batch(&pool, &batch).await;
+                let outcome = write_batch(&pool, &batch, budget, give_up).await;
                 (batch, outcome)
             }
             .instrument(span);
             ctx.spawn(write.into_actor(self).map(|(batch, outcome), act, ctx| {
                 act.in_flight -= 1;
-                if !matches!(outcome, Outcome::Committed(_)) {
-                    act.health.set(false);
+                match &outcome {
+                    Outcome::Committed(_) => act.health.set(true),
+                    Outcome::RolledBack { reachable: true } => {}
+                    // A real database failure: the breaker opens.
+                    Outcome::RolledBack { reachable: false } | Outcome::Unknown(_) => {
+                        act.health.set(false)
+                    }
                 }
-                answer_batch(batch, outcome);
+                if let Some(resolve) = answer_batch(batch, outcome, act.pool.clone()) {
+                    ctx.spawn(resolve.into_actor(act));
+                }
                 act.flush(ctx);
             }));
         }
@@ -132,25 +201,52 @@ impl OrderWriter {
 enum Outcome {
     /// Committed; the ids inserted (the rest were duplicate keys).
     Committed(HashSet<String>),
-    /// Not committed.
-    RolledBack,
-    /// COMMIT lost and the database unreachable since: nobody knows.
-    Unknown,
+    /// Not committed. `reachable`: PostgreSQL answered (it refused a statement, say on a
+    /// lock timeout), as opposed to a connection that failed.
+    RolledBack { reachable: bool },
+    /// COMMIT sent, and what it did could not be learnt in time: the batch's backend,
+    /// if known, to end before asking again.
+    Unknown(Option<Backend>),
 }
 
-async fn write_batch(pool: &Pool, batch: &[Write]) -> Outcome {
+async fn write_batch(
+    pool: &Pool,
+    batch: &[Write],
+    budget: Duration,
+    give_up: Option<Instant>,
+) -> Outcome {
     let orders: Vec<&NewOrder> = batch.iter().map(|w| &w.order).collect();
     let started = Instant::now();
     let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(batch.size = batch.len(), error = %e, "order batch failed: no connection");
-            return Outcome::RolledBack;
+            return Outcome::RolledBack { reachable: false };
         }
     };
-    let result = insert_batch(&client, &orders).await;
-    drop(client);
+    let progress = BatchProgress::default();
+    let result = tokio::time::timeout(budget, insert_batch(&client, &orders, &progress)).await;
     WRITER_COMMIT.observe(started.elapsed().as_secs_f64());
+    let result = match result {
+        Ok(result) => {
+            drop(client);
+            result
+        }
+        Err(_) => {
+            // No answer within the budget. The connection may be mid-transaction: it
+            // must not go back to the pool, and closing it aborts whatever did not
+            // reach COMMIT.
+            drop(deadpool_postgres::Object::take(client));
+            tracing::warn!(
+                batch.size = batch.len(),
+                "order batch took longer than its budget"
+            );
+            if !progress.commit_sent.get() {
+                return Outcome::RolledBack { reachable: false };
+            }
+            return reconcile(pool, progress.backend.get(), &orders, give_up).await;
+        }
+    };
     match result {
         Ok(ids) => Outcome::Committed(ids),
         Err(BatchError::RolledBack(e)) => {
@@ -162,38 +258,66 @@ async fn write_batch(pool: &Pool, batch: &[Write]) -> Outcome {
                 );
             }
             tracing::warn!(batch.size = batch.len(), error = %e, "order batch rolled back");
-            Outcome::RolledBack
+            Outcome::RolledBack {
+                reachable: e.as_db_error().is_some(),
+            }
         }
         Err(BatchError::Unknown(e)) => {
             tracing::warn!(batch.size = batch.len(), error = %e, "order batch COMMIT lost; reconciling");
-            reconcile(pool, &orders).await
+            reconcile(pool, progress.backend.get(), &orders, give_up).await
         }
     }
 }
 
-/// Asks the database which orders of a batch with a lost COMMIT are there.
-async fn reconcile(pool: &Pool, orders: &[&NewOrder]) -> Outcome {
+/// Asks the database which orders of a batch with a lost COMMIT are there, once the
+/// batch's backend is gone (while it runs it could still commit); until `give_up`, or
+/// for as long as it takes without one.
+async fn reconcile(
+    pool: &Pool,
+    backend: Option<Backend>,
+    orders: &[&NewOrder],
+    give_up: Option<Instant>,
+) -> Outcome {
     let ids: Vec<&str> = orders.iter().map(|o| o.order.id.as_str()).collect();
-    let deadline = Instant::now() + RECONCILE_FOR;
-    let mut pause = Duration::from_millis(100);
-    while Instant::now() < deadline {
-        if let Ok(client) = pool.get().await {
-            if let Ok(found) = existing_ids(&**client, &ids).await {
-                // A transaction commits whole: all of the batch is there, or none.
-                return if found.is_empty() {
-                    Outcome::RolledBack
-                } else {
-                    Outcome::Committed(found)
+    let mut pause = Duration::from_millis(50);
+    let ask = async {
+        loop {
+            if let Ok(client) = pool.get().await {
+                let found = async {
+                    if let Some(backend) = backend {
+                        end_backend(&**client, backend).await?;
+                    }
+                    existing_ids(&**client, &ids).await
                 };
+                if let Ok(found) = found.await {
+                    // A transaction commits whole: all of the batch is there, or none.
+                    return if found.is_empty() {
+                        Outcome::RolledBack { reachable: true }
+                    } else {
+                        Outcome::Committed(found)
+                    };
+                }
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+    };
+    match give_up {
+        Some(at) => tokio::time::timeout_at(at.into(), ask)
+            .await
+            .unwrap_or(Outcome::Unknown(backend)),
+        None => ask.await,
     }
-    Outcome::Unknown
 }
 
-fn answer_batch(batch: Vec<Write>, outcome: Outcome) {
+/// Answers every buyer of a batch. A batch whose outcome is unknown is answered
+/// `outcome_unknown`; the future returned resolves it against the database and then
+/// gives back the stock of every order that is not there.
+fn answer_batch(
+    batch: Vec<Write>,
+    outcome: Outcome,
+    pool: Pool,
+) -> Option<impl std::future::Future<Output = ()>> {
     let size = batch.len();
     WRITER_BATCH_SIZE_HIST.observe(size as f64);
     match outcome {
@@ -206,15 +330,16 @@ fn answer_batch(batch: Vec<Write>, outcome: Outcome) {
                     let _ = w.reply.send(Ok(Checkout::Created(w.order.order)));
                 } else {
                     WRITER_ORDERS.with_label_values(&["duplicate"]).inc();
-                    w.give_back();
+                    give_back(&w.product, &w.order);
                     let _ = w.reply.send(Ok(Checkout::Duplicate));
                 }
             }
             WRITER_ORDERS
                 .with_label_values(&["committed"])
                 .inc_by(committed);
+            None
         }
-        Outcome::RolledBack => {
+        Outcome::RolledBack { .. } => {
             WRITER_BATCHES.with_label_values(&["rolled_back"]).inc();
             WRITER_ORDERS
                 .with_label_values(&["failed"])
@@ -222,34 +347,55 @@ fn answer_batch(batch: Vec<Write>, outcome: Outcome) {
             for w in batch {
                 w.abandon(Failure::Unavailable);
             }
+            None
         }
-        Outcome::Unknown => {
-            // The stock stays taken: giving back what may have been sold could oversell.
-            // The product actors are rebuilt from the database on the next start.
+        Outcome::Unknown(backend) => {
+            // The stock stays taken until the database says what happened: giving back
+            // what may have been sold could oversell.
             WRITER_BATCHES.with_label_values(&["unknown"]).inc();
             WRITER_ORDERS
                 .with_label_values(&["unknown"])
                 .inc_by(size as u64);
+            OUTCOME_UNKNOWN
+                .with_label_values(&["checkout"])
+                .inc_by(size as u64);
+            let mut pending = Vec::with_capacity(size);
             for w in batch {
-                let _ = w.reply.send(Err(Failure::Unavailable));
+                let _ = w.reply.send(Err(Failure::OutcomeUnknown));
+                pending.push((w.product, w.order));
             }
+            Some(async move {
+                let orders: Vec<&NewOrder> = pending.iter().map(|(_, o)| o).collect();
+                let found = match reconcile(&pool, backend, &orders, None).await {
+                    Outcome::Committed(ids) => ids,
+                    _ => HashSet::new(),
+                };
+                tracing::info!(
+                    batch.size = size,
+                    orders.found = found.len(),
+                    "a batch with a lost COMMIT is resolved"
+                );
+                for (product, order) in &pending {
+                    if !found.contains(&order.order.id) {
+                        give_back(product, order);
+                    }
+                }
+            })
         }
     }
 }
 
 impl Actor for OrderWriter {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
 }
 
-impl Handler<Write> for OrderWriter {
+impl Handler<Mail<Write>> for OrderWriter {
     type Result = ();
 
-    fn handle(&mut self, write: Write, ctx: &mut Self::Context) {
-        crate::metrics::mailbox_depth("writer").dec();
+    fn handle(&mut self, mail: Mail<Write>, ctx: &mut Self::Context) {
+        let Some((write, _)) = mail.open() else {
+            return;
+        };
         if self.queue.len() >= self.queue_limit {
             return write.abandon(Failure::Overloaded);
         }

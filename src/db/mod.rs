@@ -7,6 +7,11 @@ pub mod orders;
 pub mod products;
 pub mod stores;
 
+use std::future::Future;
+
+use crate::actors::mailbox::Deadline;
+use crate::metrics::DEADLINE_DROPS;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,9 +27,54 @@ mod embedded_migrations {
     refinery::embed_migrations!("migrations");
 }
 
-/// A pool of `size` connections to `url`. Connections are made lazily.
+/// A pool of `size` connections to `url`, without session deadlines (migrations, the
+/// command line). Connections are made lazily.
 pub fn create_pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = url.parse().context("Failed to parse the database URL")?;
+    pool_from_config(config, size)
+}
+
+/// The connection settings of the serving pools: `statement_timeout`, `lock_timeout`
+/// and `idle_in_transaction_session_timeout` in the startup packet (no extra round
+/// trip), and TCP keepalives. PostgreSQL gives up on a statement before the request's
+/// deadline, so an answer of 503 unavailable means the change was rolled back.
+pub fn serving_config(
+    url: &str,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config =
+        url.parse().context("Failed to parse the database URL")?;
+    let options = match config.get_options() {
+        Some(own) if !own.is_empty() => format!("{own} {}", settings.db_session_options()),
+        _ => settings.db_session_options(),
+    };
+    config
+        .options(&options)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(settings.db_keepalive_secs.max(1)))
+        .connect_timeout(POOL_WAIT);
+    if let Some(host) = config.get_hosts().first() {
+        let address = match host {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        crate::telemetry::set_db_server(address, port);
+    }
+    Ok(config)
+}
+
+/// A serving pool of `size` connections (see [`serving_config`]).
+pub fn create_serving_pool(
+    url: &str,
+    size: usize,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<Pool> {
+    pool_from_config(serving_config(url, settings)?, size)
+}
+
+fn pool_from_config(config: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -86,4 +136,51 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
 /// The name of the constraint a statement broke, if it broke one.
 pub fn violated_constraint(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().and_then(|db| db.constraint())
+}
+
+/// Why a single-statement write under a deadline was not made, or may have been.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Certainly not made: no connection in time, the deadline passed before it was sent,
+    /// or PostgreSQL refused the statement (which then rolled back).
+    NotMade(Option<tokio_postgres::Error>),
+    /// Sent, but the answer was lost (connection dropped, or no answer in time): it may
+    /// or may not have been made.
+    Unknown,
+}
+
+/// Runs one autocommit write on a connection from `pool`, bounded by `deadline`: it is
+/// not sent once the time to start has passed, and it is given up (as
+/// [`WriteError::Unknown`]) when the answer is due.
+pub async fn write_by<T, F, Fut>(pool: &Pool, deadline: Deadline, write: F) -> Result<T, WriteError>
+where
+    F: FnOnce(deadpool_postgres::Client) -> Fut,
+    Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let client = match tokio::time::timeout(deadline.left(), pool.get()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no database connection");
+            return Err(WriteError::NotMade(None));
+        }
+        Err(_) => return Err(WriteError::NotMade(None)),
+    };
+    if deadline.passed() {
+        DEADLINE_DROPS
+            .with_label_values(&["database", "deadline"])
+            .inc();
+        return Err(WriteError::NotMade(None));
+    }
+    match tokio::time::timeout(deadline.left(), write(client)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.as_db_error().is_some() => {
+            tracing::warn!(error = %e, "write refused by the database");
+            Err(WriteError::NotMade(Some(e)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "write lost on the way");
+            Err(WriteError::Unknown)
+        }
+        Err(_) => Err(WriteError::Unknown),
+    }
 }

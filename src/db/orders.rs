@@ -87,6 +87,54 @@ INSERT INTO outbox_events (store_id, type, subject_id, data)
 SELECT store_id, 'product.sold_out', id, jsonb_build_object('product_id', id, 'stock_total', stock_total)
 FROM taken WHERE stock_available = 0";
 
+/// Which PostgreSQL backend ran a batch (pid and start time: a pid alone may be reused
+/// by a later backend), so that a batch whose COMMIT was lost can be made final by
+/// ending that backend before anyone asks what it committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Backend {
+    pub pid: i32,
+    pub started: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a batch got as far as, for the caller to judge a batch that never finished.
+#[derive(Debug, Default)]
+pub struct BatchProgress {
+    /// The backend running the transaction, once known.
+    pub backend: std::cell::Cell<Option<Backend>>,
+    /// COMMIT was sent: from here on the transaction may have committed.
+    pub commit_sent: std::cell::Cell<bool>,
+}
+
+const THIS_BACKEND: &str =
+    "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+/// Ends `backend` if it is still running (rolling back whatever it has not committed)
+/// and waits until it is gone: after this, what it committed is all it ever will.
+pub async fn end_backend(
+    client: &impl GenericClient,
+    backend: Backend,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid = $1 AND backend_start = $2",
+            &[&backend.pid, &backend.started],
+        )
+        .await?;
+    loop {
+        let alive = client
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
+                &[&backend.pid, &backend.started],
+            )
+            .await?;
+        if alive.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -103,6 +151,7 @@ pub enum BatchError {
 pub async fn insert_batch(
     client: &deadpool_postgres::Client,
     batch: &[&NewOrder],
+    progress: &BatchProgress,
 ) -> Result<HashSet<String>, BatchError> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -160,6 +209,10 @@ pub async fn insert_batch(
         .prepare_cached(LOCK_PRODUCTS)
         .await
         .map_err(BatchError::RolledBack)?;
+    let this_backend = client
+        .prepare_cached(THIS_BACKEND)
+        .await
+        .map_err(BatchError::RolledBack)?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &ids,
         &store_ids,
@@ -178,13 +231,24 @@ pub async fn insert_batch(
         &terms,
         &marketing,
     ];
-    let (begun, rows) = tokio::join!(
+    // The backend's identity rides in the first round trip (no extra one).
+    let (begun, backend, rows) = tokio::join!(
         client.batch_execute("BEGIN"),
-        client
-            .query(&insert, &params)
-            .instrument(tracing::debug_span!(SPAN_DB_INSERT_ORDERS, db.rows = n))
+        client.query_one(&this_backend, &[]),
+        client.query(&insert, &params).instrument(crate::db_span!(
+            SPAN_DB_INSERT_ORDERS,
+            "INSERT",
+            "orders",
+            db.rows = n
+        ))
     );
-    let rows = match begun.and(rows) {
+    if let Ok(row) = &backend {
+        progress.backend.set(Some(Backend {
+            pid: row.get(0),
+            started: row.get(1),
+        }));
+    }
+    let rows = match begun.and(backend).and(rows) {
         Ok(rows) => rows,
         Err(e) => {
             // Nothing can have committed. Leave no transaction open on the connection
@@ -212,13 +276,18 @@ pub async fn insert_batch(
         }
         Ok(())
     }
-    .instrument(tracing::debug_span!(
+    .instrument(crate::db_span!(
         SPAN_DB_TAKE_STOCK,
+        "UPDATE",
+        "products",
         db.products = products.len()
     ));
-    let commit = client
-        .batch_execute("COMMIT")
-        .instrument(tracing::debug_span!(SPAN_DB_COMMIT));
+    let commit = client.batch_execute("COMMIT").instrument(crate::db_span!(
+        SPAN_DB_COMMIT,
+        "COMMIT",
+        "orders"
+    ));
+    progress.commit_sent.set(true);
     let (locked, took, committed) = tokio::join!(lock_rows, take_stock, commit);
     match (locked.and(took), committed) {
         (Ok(()), Ok(())) => Ok(inserted),
@@ -239,6 +308,17 @@ pub async fn existing_ids(
         .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Of `ids`, those in the database, with their status now.
+pub async fn order_statuses(
+    client: &impl GenericClient,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT id, status FROM orders WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 pub async fn find_order(

@@ -40,6 +40,21 @@ impl KeyRole {
     }
 }
 
+/// Whether `token` has the shape of a key [`new_secret`] makes (prefix and 40 lowercase
+/// hex digits), so that anything else is refused without a database lookup.
+pub fn is_key_shaped(token: &str) -> bool {
+    let Some(hex) = token
+        .strip_prefix("sk_")
+        .or_else(|| token.strip_prefix("pk_"))
+    else {
+        return false;
+    };
+    hex.len() == 40
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A fresh secret: 160 random bits, hex, behind the role's prefix.
 pub fn new_secret(role: KeyRole) -> String {
     random_secret(role.prefix())
@@ -75,6 +90,16 @@ mod tests {
         let op = new_operator_token();
         assert!(op.starts_with("op_") && op.len() == 43, "{op}");
         assert_ne!(op, new_operator_token());
+        assert!(is_key_shaped(&a) && is_key_shaped(&new_secret(KeyRole::Storefront)));
+        for bad in [
+            "",
+            "sk_",
+            "xx_0123456789abcdef0123456789abcdef01234567",
+            &a[..42],
+            &a.to_uppercase(),
+        ] {
+            assert!(!is_key_shaped(bad), "{bad}");
+        }
         assert_eq!(hash_secret(&a), hash_secret(&a));
         assert_ne!(hash_secret(&a), hash_secret(&b));
     }

@@ -63,6 +63,10 @@ impl FromRequest for Caller {
         if hash == state.admin_token_hash {
             return Either::Left(ready(Ok(Caller::Operator)));
         }
+        // Not the shape of any key we give out: refused without a lookup.
+        if !crate::domain::ids::is_key_shaped(token) {
+            return Either::Left(ready(Err(ApiError::Unauthorized)));
+        }
         if let Some(grant) = state.keys.get(&hash) {
             crate::metrics::cache_lookup("api_keys", true);
             return Either::Left(ready(admit_key(state, grant)));
@@ -81,12 +85,23 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
 }
+/// How long a key lookup waits for one of the bounded lookup slots.
+const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A key that is not in the cache, from the database: one query for all the requests
 /// that miss with it at the same time (see [`AppState::key_loads`]); the one that ran
 /// it puts the answer in the key cache.
 async fn load_key(state: &AppState, hash: [u8; 32]) -> Result<Option<Arc<KeyGrant>>, ApiError> {
     load_shared(&state.key_loads, "api_keys", hash, async {
+        // Bounded: a flood of unknown keys takes a few connections, never the pool.
+        let _permit = match tokio::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                crate::metrics::KEY_LOOKUPS_SHED.inc();
+                return Err(ApiError::Overloaded);
+            }
+        };
         let client = state.pool.get().await?;
         let grant = find_key(&**client, &hash).await?.map(Arc::new);
         state.keys.insert(hash, grant.clone());

@@ -1,16 +1,16 @@
 //! `POST /checkout`: idempotency first, then the store and product actors, then the
 //! writer; the answer comes once the order is committed.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::{Caller, ANY_STORE_KEY};
 use super::body::JsonBody;
-use super::errors::{ApiError, PROBLEM_JSON};
-use super::{ask, AppState, Idempotency};
+use super::errors::ApiError;
+use super::{AppState, Idempotency};
 use crate::actors::product::{CheckoutCommand, ProductMsg};
 use crate::actors::Checkout;
 use crate::db::orders::{find_by_idempotency_key, find_order};
@@ -114,8 +114,21 @@ fn replay(status: u16, content_type: &str, body: Bytes) -> HttpResponse {
         .body(body)
 }
 
+/// The 201 body of `order` as it was first sent. Every field of an order but its status
+/// is immutable, and the status it was created with follows from `expires_at` (a hold
+/// is created `reserved`, anything else `confirmed`), so the body rendered from the
+/// stored row after a restart, a confirm or a cancel is the original byte for byte.
 fn created(order: &Order) -> Bytes {
-    serde_json::to_vec(order).unwrap_or_default().into()
+    let original = Order {
+        status: if order.expires_at.is_some() {
+            "reserved"
+        } else {
+            "confirmed"
+        }
+        .to_owned(),
+        ..order.clone()
+    };
+    serde_json::to_vec(&original).unwrap_or_default().into()
 }
 
 /// Buys `quantity` units of a product. 201 means the order is committed.
@@ -130,7 +143,8 @@ fn created(order: &Order) -> Bytes {
         (status = 404, description = "product_not_found"),
         (status = 409, description = "sale_not_started, sale_ended, sold_out, insufficient_stock, customer_limit_exceeded, idempotency_in_progress"),
         (status = 422, description = "validation_failed, idempotency_key_reused"),
-        (status = 503, description = "overloaded, unavailable (with Retry-After)")))]
+        (status = 429, description = "rate_limited (with Retry-After)"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (retry with the same Idempotency-Key to learn it); with Retry-After")))]
 pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -166,21 +180,12 @@ async fn place_order(
         .check_checkout(&body.customer_id, client_addr.as_deref())?;
     let request_hash = body.fingerprint();
     let cache_key = format!("{}\u{1f}{key}", grant.store_id);
-    // The sold-out fast path: refused without a mailbox or the database. A key the
-    // product has an order for is let through, to be replayed. The refusal is kept like
-    // any other, so that a retry is answered as a replay; it claims the key in the same
-    // cache operation that looks it up, so a refusal costs one cache write.
+    // The sold-out fast path: refused without a mailbox, the database or a cache write.
+    // A key the product has an order for is let through, to be replayed. Like every
+    // refusal it binds nothing: after a restock the same key may buy.
     if let Some(gate) = state.actors.gate(&body.product_id) {
         if gate.store_id == grant.store_id && gate.refuses(&key) {
-            let entry = state
-                .idempotency
-                .entry(cache_key)
-                .or_insert_with(|| Arc::new(sold_out_record(request_hash)));
-            crate::metrics::cache_lookup("idempotency", !entry.is_fresh());
-            if entry.is_fresh() {
-                return Err(ApiError::refused(Refusal::SoldOut));
-            }
-            return answer_known(&entry.into_value(), request_hash);
+            return Err(ApiError::refused(Refusal::SoldOut));
         }
     }
     // First sight of this key in this process wins the marker (one cache operation for
@@ -219,7 +224,7 @@ async fn place_order(
             .map(str::to_owned),
     };
     let product_id = cmd.body.product_id.clone();
-    let answer = ask(|reply| {
+    let answer = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
             &product_id,
@@ -259,34 +264,10 @@ async fn place_order(
                 found => replay_stored(&mut guard, request_hash, found.map(|(order, _)| order)),
             }
         }
-        Err(e @ ApiError::Conflict { .. }) => {
-            // A refusal is an answer too: the same request gets it again.
-            guard.complete(refusal_record(&e, request_hash));
-            Err(e)
-        }
+        // A refusal or a 503 binds nothing (the guard forgets the marker): a retry with
+        // this key is decided afresh, and after `outcome_unknown` it learns the outcome
+        // from the product, which knows the key until its batch is resolved.
         Err(e) => Err(e),
-    }
-}
-
-/// What is kept of a refusal, to be replayed.
-fn refusal_record(refusal: &ApiError, request_hash: [u8; 32]) -> Idempotency {
-    Idempotency::Done {
-        request_hash,
-        status: refusal.status_code().as_u16(),
-        content_type: PROBLEM_JSON,
-        body: refusal.body().into(),
-    }
-}
-
-/// What is kept of a sold-out refusal: every one shares the same rendered body.
-fn sold_out_record(request_hash: [u8; 32]) -> Idempotency {
-    static SOLD_OUT: LazyLock<Bytes> =
-        LazyLock::new(|| ApiError::refused(Refusal::SoldOut).body().into());
-    Idempotency::Done {
-        request_hash,
-        status: StatusCode::CONFLICT.as_u16(),
-        content_type: PROBLEM_JSON,
-        body: SOLD_OUT.clone(),
     }
 }
 

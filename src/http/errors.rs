@@ -56,9 +56,16 @@ pub enum ApiError {
     /// 503 `overloaded`: a queue is full; retry after `Retry-After`.
     #[error("the service is at capacity; retry shortly")]
     Overloaded,
-    /// 503 `unavailable`: the database cannot be reached; nothing was done.
+    /// 503 `unavailable`: the database cannot be reached, or the deadline passed before
+    /// the work could start; nothing was done and nothing will be.
     #[error("the service cannot reach its database; nothing was done, retry shortly")]
     Unavailable,
+    /// 503 `outcome_unknown`: the change was sent to the database but its outcome could
+    /// not be learnt in time; a retry (with the same Idempotency-Key) learns it.
+    #[error(
+        "the outcome could not be learnt in time; retry with the same Idempotency-Key to learn it"
+    )]
+    OutcomeUnknown,
 }
 
 #[derive(Serialize)]
@@ -87,6 +94,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable => "unavailable",
+            ApiError::OutcomeUnknown => "outcome_unknown",
         }
     }
 
@@ -105,6 +113,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::Overloaded => "Overloaded",
             ApiError::Unavailable => "Unavailable",
+            ApiError::OutcomeUnknown => "Outcome unknown",
         }
     }
 
@@ -200,6 +209,7 @@ impl From<Failure> for ApiError {
             Failure::NotFound => ApiError::NotFound("product_not_found", "no such product"),
             Failure::Overloaded => ApiError::Overloaded,
             Failure::Unavailable => ApiError::Unavailable,
+            Failure::OutcomeUnknown => ApiError::OutcomeUnknown,
             Failure::Refused(r) => ApiError::refused(r),
         }
     }
@@ -250,7 +260,9 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::Unavailable | ApiError::OutcomeUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -258,7 +270,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         match self {
-            ApiError::Overloaded | ApiError::Unavailable => {
+            ApiError::Overloaded | ApiError::Unavailable | ApiError::OutcomeUnknown => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             ApiError::Unauthorized => {

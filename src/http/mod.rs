@@ -30,8 +30,14 @@ use crate::db::stores::KeyGrant;
 use crate::db::Pool;
 use errors::ApiError;
 
-/// How long a request waits for an actor's answer before it answers 503.
-pub const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than the request deadline a request waits for an actor's answer: the
+/// actors answer by the deadline, this is only the net under it.
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a request waits for an actor's answer.
+pub fn actor_timeout() -> Duration {
+    crate::actors::mailbox::request_deadline() + ANSWER_GRACE
+}
 /// How long an API key lookup (or a miss) is remembered.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How long a finished key lookup is shared with requests that missed the cache with it.
@@ -71,6 +77,9 @@ pub struct AppState {
     /// storefront key, so a drop that opens on a cold cache would otherwise send one
     /// query per buyer, and queue them for the pool's connections.
     pub key_loads: crate::FutureCache<[u8; 32], Option<Arc<KeyGrant>>>,
+    /// Bounds the key lookups running at once (a quarter of the pool), so that a flood
+    /// of unknown keys cannot take every connection.
+    pub key_lookups: tokio::sync::Semaphore,
     /// `store_id \x1f key` → result.
     pub idempotency: crate::Cache<String, Arc<Idempotency>>,
     pub body_limit: usize,
@@ -112,6 +121,7 @@ impl AppState {
                 .max_capacity(10_000)
                 .time_to_live(KEY_LOAD_TTL)
                 .build_with_hasher(Default::default()),
+            key_lookups: tokio::sync::Semaphore::new((settings.db_pool_size / 4).max(1)),
             idempotency: moka::sync::Cache::builder()
                 .max_capacity(settings.idempotency_cache)
                 .time_to_live(IDEMPOTENCY_TTL)
@@ -165,15 +175,36 @@ pub fn buyer_addr(req: &actix_web::HttpRequest, state: &AppState) -> Option<Stri
     client_addr::client_addr(req, &state.trusted_proxies)
 }
 
-/// Sends a message built around a reply channel and waits (bounded) for the answer.
+/// Sends a message that changes nothing built around a reply channel and waits
+/// (bounded) for the answer.
 pub async fn ask<T>(send: impl FnOnce(oneshot::Sender<Result<T, Failure>>)) -> Result<T, ApiError> {
+    ask_bounded(send, ApiError::Unavailable).await
+}
+
+/// [`ask`] for a write: the actors answer every write by its deadline, so no answer in
+/// time means nobody can say whether it was made (503 `outcome_unknown`).
+pub async fn ask_write<T>(
+    send: impl FnOnce(oneshot::Sender<Result<T, Failure>>),
+) -> Result<T, ApiError> {
+    let answer = ask_bounded(send, ApiError::OutcomeUnknown).await;
+    if matches!(answer, Err(ApiError::OutcomeUnknown)) {
+        tracing::warn!("no answer from the actors by the deadline");
+    }
+    answer
+}
+
+async fn ask_bounded<T>(
+    send: impl FnOnce(oneshot::Sender<Result<T, Failure>>),
+    late: ApiError,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     send(tx);
-    match tokio::time::timeout(ACTOR_TIMEOUT, rx).await {
+    match tokio::time::timeout(actor_timeout(), rx).await {
         Ok(Ok(answer)) => answer.map_err(ApiError::from),
-        // The actor went away with the message (a failed load): nothing was done.
+        // The actor went away with the message unanswered (a failed load, a dropped
+        // mail): nothing was done.
         Ok(Err(_)) => Err(ApiError::Unavailable),
-        Err(_) => Err(ApiError::Unavailable),
+        Err(_) => Err(late),
     }
 }
 

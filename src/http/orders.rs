@@ -8,7 +8,7 @@ use super::auth::{Caller, ADMIN_KEY, ANY_STORE_KEY};
 use super::body::JsonBody;
 use super::errors::ApiError;
 use super::query::{pick, Params};
-use super::{ask, AppState};
+use super::AppState;
 use crate::actors::product::{ChangedBy, Lifecycle, ProductMsg};
 use crate::db::orders::{find_order, list_orders, OrderFilter};
 use crate::db::stores::KeyGrant;
@@ -143,7 +143,7 @@ async fn change(
     settled: impl Fn(&str) -> Option<Result<(), ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
     let order = order_of_store(state, &grant.store_id, id).await?;
-    let outcome = ask(|reply| {
+    let outcome = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
             &order.product_id,
@@ -170,7 +170,8 @@ async fn change(
 /// order is refused.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/confirm", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = ConfirmRequest,
-    responses((status = 200, body = Order), (status = 404), (status = 409, description = "hold_expired, order_cancelled")))]
+    responses((status = 200, body = Order), (status = 404), (status = 409, description = "hold_expired, order_cancelled"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (repeat the confirm to learn it); with Retry-After")))]
 pub async fn confirm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -208,7 +209,8 @@ pub async fn confirm(
 /// an expired order is refused.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = Order), (status = 404), (status = 409, description = "hold_expired")))]
+    responses((status = 200, body = Order), (status = 404), (status = 409, description = "hold_expired"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (repeat the cancel to learn it); with Retry-After")))]
 pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,

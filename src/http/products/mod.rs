@@ -172,7 +172,8 @@ async fn product_stock(
 #[utoipa::path(post, path = "/api/v1/products/{id}/restock", tag = "products", request_body = RestockRequest,
     security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
-        (status = 404, description = "`product_not_found`")))]
+        (status = 404, description = "`product_not_found`"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (not known whether it was applied: read the product before restocking again); with Retry-After")))]
 pub async fn restock_product(
     state: web::Data<AppState>,
     caller: Caller,
@@ -184,7 +185,7 @@ pub async fn restock_product(
     let quantity = f.int("quantity", Required, 1..=MAX_STOCK);
     f.finish()?;
     let quantity = quantity.unwrap_or_default();
-    let snapshot = ask(|reply| {
+    let snapshot = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
             &id,
@@ -252,7 +253,8 @@ pub struct DropCalendar {
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products", request_body = PatchProductRequest,
     security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
-        (status = 404, description = "`product_not_found`")))]
+        (status = 404, description = "`product_not_found`"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (repeat the PATCH to learn it); with Retry-After")))]
 pub async fn patch_product(
     state: web::Data<AppState>,
     caller: Caller,
@@ -265,9 +267,9 @@ pub async fn patch_product(
     state
         .actors
         .to_product(&grant.store_id, &id, ProductMsg::Patch { patch, reply: tx });
-    let answer = tokio::time::timeout(super::ACTOR_TIMEOUT, rx)
+    let answer = tokio::time::timeout(super::actor_timeout(), rx)
         .await
-        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|_| ApiError::OutcomeUnknown)?
         .unwrap_or(Err(PatchFailure::Failure(Failure::Unavailable)));
     let snapshot = match answer {
         Ok(snapshot) => snapshot,

@@ -14,11 +14,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use super::product::{Lifecycle, LifecycleReply, ProductActor, State};
-use super::Failure;
-use crate::db::orders::{existing_ids, transition_orders, ChangedBy, HeldOrder};
+use super::{Lifecycle, LifecycleReply, Loaded, ProductActor, State};
+use crate::actors::mailbox::Deadline;
+use crate::actors::Failure;
+use crate::db::orders::{order_statuses, transition_orders, ChangedBy, HeldOrder};
+use crate::db::{self, WriteError};
 use crate::domain::ledger::Refusal;
 use crate::domain::order::Order;
+use crate::metrics::OUTCOME_UNKNOWN;
 
 /// How long to wait before writing lapsed holds again after the database failed, or
 /// while a lapsed hold's order is still on its way to the database.
@@ -82,7 +85,7 @@ impl Holds {
 }
 
 impl ProductActor {
-    fn loaded(&mut self) -> Option<&mut super::product::Loaded> {
+    fn loaded(&mut self) -> Option<&mut Loaded> {
         match &mut self.state {
             State::Ready(loaded) => Some(loaded),
             _ => None,
@@ -113,6 +116,7 @@ impl ProductActor {
         }
         loaded.holds.writing = true;
         let ids: Vec<String> = loaded.holds.expiring.keys().cloned().collect();
+        let budget = self.shared.work_budget;
         let write = async move {
             let client = pool.get().await?;
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -127,24 +131,31 @@ impl ProductActor {
             .await?;
             // An order not expired is either settled already (confirmed, cancelled) or not
             // in the database yet: its batch is still on its way (the hold lapsed first).
-            // The latter are tried again until the batch commits or gives them back.
+            // The latter are tried again until the batch commits or gives them back. An
+            // order found `reserved` now committed after the update above looked: it is
+            // not settled, and is expired on the next round.
             let changed: HashSet<&str> = expired.iter().map(|o| o.id.as_str()).collect();
             let unsettled: Vec<&str> = refs
                 .iter()
                 .copied()
                 .filter(|id| !changed.contains(id))
                 .collect();
-            let in_db = if unsettled.is_empty() {
-                HashSet::new()
+            let statuses = if unsettled.is_empty() {
+                Default::default()
             } else {
-                existing_ids(&**client, &unsettled).await?
+                order_statuses(&**client, &unsettled).await?
             };
             let not_yet: Vec<String> = unsettled
                 .into_iter()
-                .filter(|id| !in_db.contains(*id))
+                .filter(|id| statuses.get(*id).is_none_or(|s| s == "reserved"))
                 .map(str::to_owned)
                 .collect();
             Ok::<_, anyhow::Error>((ids, expired, not_yet))
+        };
+        let write = async move {
+            tokio::time::timeout(budget, write)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("expiry took longer than {budget:?}")))
         };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             let product_id = act.product_id.clone();
@@ -196,6 +207,7 @@ impl ProductActor {
         payment_reference: String,
         by: ChangedBy,
         reply: LifecycleReply,
+        deadline: Deadline,
         ctx: &mut Context<Self>,
     ) {
         let pool = self.shared.pool.clone();
@@ -215,26 +227,33 @@ impl ProductActor {
             return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
         }
         let write = async move {
-            let client = pool.get().await?;
-            let moved = transition_orders(
-                &**client,
-                &[&order_id],
-                &["reserved"],
-                "confirmed",
-                Some(&payment_reference),
-                &by,
-            )
-            .await?;
-            Ok::<_, anyhow::Error>(moved)
+            db::write_by(&pool, deadline, |client| async move {
+                transition_orders(
+                    &**client,
+                    &[&order_id],
+                    &["reserved"],
+                    "confirmed",
+                    Some(&payment_reference),
+                    &by,
+                )
+                .await
+            })
+            .await
         };
         ctx.wait(write.into_actor(self).map(move |written, act, ctx| {
             let answer = match written {
                 Ok(moved) => Ok(changed_or_not_held(moved)),
-                Err(e) => {
-                    tracing::warn!(order.id = %hold.id, error = %e, "confirm failed");
+                Err(WriteError::NotMade(_)) => {
+                    tracing::warn!(order.id = %hold.id, "confirm not made");
                     // Nothing changed: the hold is live again (and lapses on time).
                     act.arm_hold(hold, ctx);
                     Err(Failure::Unavailable)
+                }
+                Err(WriteError::Unknown) => {
+                    // Repeating a confirm is harmless, so a retry learns the outcome.
+                    OUTCOME_UNKNOWN.with_label_values(&["confirm"]).inc();
+                    act.reload_later(ctx);
+                    Err(Failure::OutcomeUnknown)
                 }
             };
             let _ = reply.send(answer);
@@ -247,6 +266,7 @@ impl ProductActor {
         order_id: String,
         by: ChangedBy,
         reply: LifecycleReply,
+        deadline: Deadline,
         ctx: &mut Context<Self>,
     ) {
         let pool = self.shared.pool.clone();
@@ -264,10 +284,10 @@ impl ProductActor {
             "confirmed"
         };
         let write = async move {
-            let client = pool.get().await?;
-            Ok::<_, anyhow::Error>(
-                transition_orders(&**client, &[&order_id], &[from], "cancelled", None, &by).await?,
-            )
+            db::write_by(&pool, deadline, |client| async move {
+                transition_orders(&**client, &[&order_id], &[from], "cancelled", None, &by).await
+            })
+            .await
         };
         ctx.wait(write.into_actor(self).map(move |written, act, ctx| {
             let answer = match written {
@@ -284,12 +304,17 @@ impl ProductActor {
                     }
                     Ok(changed_or_not_held(moved))
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cancel failed");
+                Err(WriteError::NotMade(_)) => {
                     if let Some(hold) = hold {
                         act.arm_hold(hold, ctx);
                     }
                     Err(Failure::Unavailable)
+                }
+                Err(WriteError::Unknown) => {
+                    // Repeating a cancel is harmless, so a retry learns the outcome.
+                    OUTCOME_UNKNOWN.with_label_values(&["cancel"]).inc();
+                    act.reload_later(ctx);
+                    Err(Failure::OutcomeUnknown)
                 }
             };
             let _ = reply.send(answer);

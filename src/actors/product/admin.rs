@@ -1,0 +1,97 @@
+//! Admin writes on a product: restock and PATCH go to the database first, then into
+//! the actor's memory. Each is one autocommit statement under the request's deadline
+//! ([`db::write_by`]): the mailbox waits for it, but never longer than the deadline, and
+//! a write whose answer was lost is answered `outcome_unknown` and makes the actor
+//! reload from the database.
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{PatchFailure, PatchReply, ProductActor, SnapshotReply, State};
+use crate::actors::mailbox::Deadline;
+use crate::actors::Failure;
+use crate::db::{self, WriteError};
+use crate::metrics::OUTCOME_UNKNOWN;
+
+impl ProductActor {
+    /// Adds stock in the database, then in memory; the mailbox waits for it.
+    pub(super) fn restock(
+        &mut self,
+        quantity: i64,
+        reply: SnapshotReply,
+        deadline: Deadline,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let update = async move {
+            db::write_by(&pool, deadline, |client| async move {
+                db::products::restock(&**client, &store_id, &product_id, quantity).await
+            })
+            .await
+        };
+        ctx.wait(update.into_actor(self).map(move |updated, act, ctx| {
+            let State::Ready(loaded) = &mut act.state else {
+                return drop(reply.send(Err(Failure::NotFound)));
+            };
+            match updated {
+                Ok(Some(row)) => {
+                    loaded.ledger.restock(quantity);
+                    loaded.touch(row.updated_at);
+                    let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
+                }
+                Ok(None) => drop(reply.send(Err(Failure::NotFound))),
+                Err(WriteError::NotMade(_)) => drop(reply.send(Err(Failure::Unavailable))),
+                Err(WriteError::Unknown) => {
+                    OUTCOME_UNKNOWN.with_label_values(&["restock"]).inc();
+                    let _ = reply.send(Err(Failure::OutcomeUnknown));
+                    act.reload_later(ctx);
+                }
+            }
+        }));
+    }
+}
+
+impl ProductActor {
+    /// Writes a PATCH, then takes the stored product (stock stays the ledger's); the
+    /// mailbox waits, so no reply after this one carries the old values.
+    pub(super) fn patch(
+        &mut self,
+        patch: db::products::ProductPatch,
+        reply: PatchReply,
+        deadline: Deadline,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let update = async move {
+            db::write_by(&pool, deadline, |client| async move {
+                db::products::update_product(&**client, &store_id, &product_id, &patch).await
+            })
+            .await
+        };
+        ctx.wait(update.into_actor(self).map(move |updated, act, ctx| {
+            let State::Ready(loaded) = &mut act.state else {
+                return drop(reply.send(Err(PatchFailure::Failure(Failure::NotFound))));
+            };
+            let answer = match updated {
+                Ok(Some(row)) => {
+                    loaded.replace_product(row);
+                    Ok(loaded.snapshot(Utc::now()))
+                }
+                Ok(None) => Err(PatchFailure::Failure(Failure::NotFound)),
+                Err(WriteError::NotMade(Some(e))) if db::violated_constraint(&e).is_some() => {
+                    let name = db::violated_constraint(&e).unwrap_or_default();
+                    Err(PatchFailure::Invalid(name.to_owned()))
+                }
+                Err(WriteError::NotMade(_)) => Err(PatchFailure::Failure(Failure::Unavailable)),
+                Err(WriteError::Unknown) => {
+                    OUTCOME_UNKNOWN.with_label_values(&["patch"]).inc();
+                    act.reload_later(ctx);
+                    Err(PatchFailure::Failure(Failure::OutcomeUnknown))
+                }
+            };
+            let _ = reply.send(answer);
+        }));
+    }
+}

@@ -1,0 +1,120 @@
+//! Deciding one checkout in the product's mailbox: replay of a known key, waiting-room
+//! admission, sale window, per-customer limit and stock; a taken order goes to the
+//! writer.
+
+use actix::prelude::*;
+use chrono::{SubsecRound, Utc};
+
+use super::{CheckoutCommand, CheckoutReply, Loaded, ProductActor};
+use crate::actors::mailbox::{Deadline, Refused};
+use crate::actors::writer::Write;
+use crate::actors::{Checkout, Failure, Shared};
+use crate::db::orders::HeldOrder;
+use crate::domain::ids::new_id;
+use crate::domain::ledger::Refusal;
+use crate::domain::order::{NewOrder, Order};
+use crate::domain::waiting_room;
+use crate::telemetry::SPAN_PRODUCT_CHECKOUT;
+
+/// Decides one checkout and, if it takes stock, hands the order to the writer.
+pub(super) fn checkout(
+    loaded: &mut Loaded,
+    cmd: CheckoutCommand,
+    reply: CheckoutReply,
+    deadline: Deadline,
+    shared: &Shared,
+    ctx: &mut Context<ProductActor>,
+) {
+    let span = tracing::debug_span!(parent: &cmd.span, SPAN_PRODUCT_CHECKOUT, product.id = %loaded.product.id);
+    let _entered = span.enter();
+    if let Some((order_id, request_hash)) = loaded.keys.get(&cmd.idempotency_key) {
+        let known = Checkout::KnownKey {
+            order_id: order_id.clone(),
+            request_hash: request_hash.clone(),
+        };
+        let _ = reply.send(Ok(known));
+        return;
+    }
+    // Microseconds: what PostgreSQL keeps, so a replay from the database is byte-equal.
+    let now = Utc::now().trunc_subsecs(6);
+    let product = &loaded.product;
+    let body = cmd.body;
+    let max = product.max_per_customer.map(i64::from);
+    if product.waiting_room.is_some() {
+        let admitted = cmd.queue_token.as_deref().is_some_and(|token| {
+            waiting_room::verify(
+                &shared.queue_secret,
+                token,
+                &product.id,
+                &body.customer_id,
+                now,
+            )
+        });
+        if !admitted {
+            let _ = reply.send(Err(Failure::Refused(Refusal::WaitingRoomTokenRequired)));
+            return;
+        }
+    }
+    if let Err(refusal) = loaded.ledger.take(
+        &body.customer_id,
+        body.quantity,
+        max,
+        &product.window(),
+        now,
+    ) {
+        let _ = reply.send(Err(Failure::Refused(refusal)));
+        return;
+    }
+    let held = product.hold_seconds > 0;
+    let quantity = body.quantity as i32;
+    let order = Order {
+        id: new_id("ord"),
+        store_id: product.store_id.clone(),
+        product_id: product.id.clone(),
+        customer_id: body.customer_id.clone(),
+        quantity,
+        unit_price_cents: product.price_cents,
+        currency: product.currency.clone(),
+        total_cents: product.price_cents * i64::from(quantity),
+        status: if held { "reserved" } else { "confirmed" }.to_owned(),
+        expires_at: held.then(|| now + chrono::Duration::seconds(product.hold_seconds.into())),
+        created_at: now,
+    };
+    let order_id = order.id.clone();
+    let hold = order.expires_at.map(|expires_at| HeldOrder {
+        id: order.id.clone(),
+        customer_id: order.customer_id.clone(),
+        quantity: i64::from(quantity),
+        expires_at,
+    });
+    let new_order = NewOrder {
+        order,
+        idempotency_key: cmd.idempotency_key.clone(),
+        request_hash: cmd.request_hash,
+        api_key_id: cmd.api_key_id,
+        client_addr: cmd.client_addr,
+        consent: body.consent,
+    };
+    let write = Write {
+        order: new_order,
+        product: ctx.address(),
+        reply,
+        span: span.clone(),
+        deadline,
+    };
+    match shared.writer.send(write, deadline) {
+        Ok(()) => {
+            loaded
+                .keys
+                .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
+            loaded.touch(now);
+            if let Some(hold) = hold {
+                loaded.holds.arm(hold, ctx);
+            }
+        }
+        Err(Refused::Full(w) | Refused::Closed(w)) => {
+            loaded.ledger.give_back(&body.customer_id, body.quantity);
+            let _ = w.reply.send(Err(Failure::Overloaded));
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The sold-out gate: published by the product actor so that, while a product is sold
+//! out, the HTTP workers refuse new checkouts without a mailbox hop.
+
+use foldhash::HashSet;
+use std::sync::{Arc, RwLock};
+
+use super::Loaded;
+
+/// What the product actor publishes for the sold-out fast path: while the product is
+/// sold out, the keys of its orders; a checkout with any other key can be refused by the
+/// HTTP worker without entering this actor's mailbox (or touching the database). Only
+/// the actor writes it.
+#[derive(Debug)]
+pub struct Gate {
+    pub store_id: String,
+    sold_out_keys: RwLock<Option<Arc<HashSet<String>>>>,
+}
+
+impl Gate {
+    pub(super) fn new(store_id: String) -> Self {
+        Gate {
+            store_id,
+            sold_out_keys: RwLock::new(None),
+        }
+    }
+
+    /// Whether a checkout with `key` is refused as sold out right now. A key the product
+    /// already has an order for is not: it goes on to be replayed.
+    pub fn refuses(&self, key: &str) -> bool {
+        let keys = self.sold_out_keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.as_ref().is_some_and(|keys| !keys.contains(key))
+    }
+
+    fn set(&self, keys: Option<Arc<HashSet<String>>>) {
+        *self
+            .sold_out_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+}
+
+impl Loaded {
+    /// Closes the gate when the last unit goes, opens it when stock comes back.
+    pub(super) fn publish_gate(&mut self) {
+        let sold_out = self.ledger.available() == 0;
+        if sold_out != self.gate_closed {
+            self.gate_closed = sold_out;
+            self.gate
+                .set(sold_out.then(|| Arc::new(self.keys.keys().cloned().collect())));
+        }
+    }
+}

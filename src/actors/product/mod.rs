@@ -1,0 +1,487 @@
+//! The product actor: the single owner of one product's stock.
+//!
+//! Checkouts on a hot product queue in this actor's mailbox and are decided one at a
+//! time, in memory: sale window, idempotency key, per-customer limit, stock. A taken
+//! order goes to the order writer, which answers the buyer once its batch commits, or
+//! sends the stock back here ([`GiveBack`]) if it does not.
+//!
+//! State is loaded from PostgreSQL when the actor starts (its mailbox waits meanwhile),
+//! so after a restart the actor knows exactly what was committed: stock, per-customer
+//! counts, the idempotency keys already used on this product and its payment holds.
+//!
+//! This file holds the messages, the state and the dispatch; each concern the actor owns
+//! has its own file:
+//! - [`checkout`]: deciding one checkout and handing it to the writer;
+//! - [`admin`]: restock and PATCH, written to the database first;
+//! - [`holds`]: payment holds, confirm, cancel and expiry;
+//! - [`gate`]: the sold-out gate published for the HTTP workers;
+//! - [`snapshot`]: the rendered representation published for reads;
+//! - [`queue`]: the drop's waiting room.
+
+mod admin;
+mod checkout;
+mod gate;
+mod holds;
+mod queue;
+mod snapshot;
+
+use foldhash::HashMap;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::mailbox::{Letter, Mail};
+use super::{Checkout, Failure, Shared};
+use crate::db;
+pub use crate::db::orders::ChangedBy;
+use crate::db::orders::HeldOrder;
+use crate::domain::ledger::Ledger;
+use crate::domain::order::{CheckoutBody, Order};
+use crate::domain::product::Product;
+use crate::domain::waiting_room::Queue;
+pub use gate::Gate;
+use holds::Holds;
+pub use queue::QueueAnswer;
+pub use snapshot::Snapshot;
+
+/// How long the actor of an id that names no product lingers, answering 404 without
+/// asking the database again.
+const MISSING_LINGER: Duration = Duration::from_secs(10);
+/// Backoff of a reload that failed (first and longest pause).
+const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
+const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// A checkout, validated, on its way to the product.
+#[derive(Debug)]
+pub struct CheckoutCommand {
+    /// The span of the hop that sent it; the next hop's span is its child.
+    pub span: tracing::Span,
+    pub body: CheckoutBody,
+    pub idempotency_key: String,
+    pub request_hash: [u8; 32],
+    pub api_key_id: String,
+    pub client_addr: Option<String>,
+    /// `Waiting-Room-Token`, for a drop with a waiting room.
+    pub queue_token: Option<String>,
+}
+
+pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
+pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
+pub type LifecycleReply = oneshot::Sender<Result<Lifecycle, Failure>>;
+pub type QueueReply = oneshot::Sender<Result<Option<QueueAnswer>, Failure>>;
+
+pub type PatchReply = oneshot::Sender<Result<Arc<Snapshot>, PatchFailure>>;
+
+/// Why a PATCH did not apply.
+#[derive(Debug)]
+pub enum PatchFailure {
+    Failure(Failure),
+    /// The database refused the new values (constraint name).
+    Invalid(String),
+}
+
+/// What a confirm or cancel came to, short of failing.
+#[derive(Debug)]
+pub enum Lifecycle {
+    /// The order moved; here it is.
+    Changed(Order),
+    /// The order is not a live hold of this product (already confirmed, cancelled,
+    /// expired, or unknown): the caller answers from the database.
+    NotHeld,
+}
+
+/// The messages a product answers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ProductMsg {
+    Checkout {
+        cmd: CheckoutCommand,
+        reply: CheckoutReply,
+    },
+    Read {
+        reply: SnapshotReply,
+    },
+    Restock {
+        quantity: i64,
+        reply: SnapshotReply,
+    },
+    /// Applies a PATCH in the database, then here; the old representation is gone once
+    /// this answers.
+    Patch {
+        patch: db::products::ProductPatch,
+        reply: PatchReply,
+    },
+    /// Joins the drop's waiting room (or finds the customer's place again).
+    Queue {
+        customer_id: String,
+        reply: QueueReply,
+    },
+    /// Where a waiting-room ticket stands (with a token once admitted).
+    QueueStatus {
+        ticket: String,
+        reply: QueueReply,
+    },
+    /// Nothing but start (load and render) the actor: before a drop, or at boot for
+    /// pending payment holds.
+    Warm,
+    /// reserved → confirmed, unless the hold expired first.
+    Confirm {
+        order_id: String,
+        payment_reference: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+    },
+    /// reserved or confirmed → cancelled, stock back.
+    Cancel {
+        order_id: String,
+        by: ChangedBy,
+        reply: LifecycleReply,
+    },
+}
+
+impl ProductMsg {
+    /// The span a traced message carries (checkouts).
+    pub fn span(&self) -> Option<&tracing::Span> {
+        match self {
+            ProductMsg::Checkout { cmd, .. } => Some(&cmd.span),
+            _ => None,
+        }
+    }
+
+    pub fn set_span(&mut self, span: tracing::Span) {
+        if let ProductMsg::Checkout { cmd, .. } = self {
+            cmd.span = span;
+        }
+    }
+
+    /// Answers the message with `failure` (it was not delivered or cannot be served).
+    pub fn fail(self, failure: Failure) {
+        Letter::fail(self, failure)
+    }
+}
+
+impl Letter for ProductMsg {
+    fn caller_gone(&self) -> bool {
+        match self {
+            ProductMsg::Checkout { reply, .. } => reply.is_closed(),
+            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => reply.is_closed(),
+            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
+                reply.is_closed()
+            }
+            ProductMsg::Patch { reply, .. } => reply.is_closed(),
+            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
+                reply.is_closed()
+            }
+            ProductMsg::Warm => false,
+        }
+    }
+
+    fn fail(self, failure: Failure) {
+        match self {
+            ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
+            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => {
+                drop(reply.send(Err(failure)))
+            }
+            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
+                drop(reply.send(Err(failure)))
+            }
+            ProductMsg::Patch { reply, .. } => {
+                drop(reply.send(Err(PatchFailure::Failure(failure))))
+            }
+            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
+                drop(reply.send(Err(failure)))
+            }
+            ProductMsg::Warm => {}
+        }
+    }
+}
+
+/// Stock taken for an order that did not become durable (failed batch, duplicate key).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GiveBack {
+    pub order_id: String,
+    pub customer_id: String,
+    pub quantity: i64,
+    pub idempotency_key: String,
+}
+
+struct Loaded {
+    product: Product,
+    ledger: Ledger,
+    /// Idempotency keys used on this product → (order id, request hash).
+    keys: HashMap<String, (String, Vec<u8>)>,
+    snapshot: Option<Arc<Snapshot>>,
+    /// Published for the HTTP workers; see [`Gate`].
+    gate: Arc<Gate>,
+    /// Whether `gate` says sold out.
+    gate_closed: bool,
+    /// Payment holds: reserved orders, each with its expiry timer.
+    holds: Holds,
+    /// Where the current snapshot is published for readers, and whether it is there now.
+    published: crate::Cache<String, Arc<Snapshot>>,
+    is_published: bool,
+    /// The drop's waiting room (in memory: a restart empties it).
+    queue: Queue,
+    /// (available, total) gauges, for the first products loaded (bounded cardinality).
+    stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
+}
+
+enum State {
+    Loading,
+    /// No such product in this store.
+    Missing,
+    Ready(Box<Loaded>),
+}
+
+pub struct ProductActor {
+    product_id: String,
+    store_id: String,
+    shared: Arc<Shared>,
+    state: State,
+    /// While reloading after a failure, the pause before the next try.
+    reload_pause: Option<Duration>,
+}
+
+impl ProductActor {
+    pub fn new(product_id: String, store_id: String, shared: Arc<Shared>) -> Self {
+        ProductActor {
+            product_id,
+            store_id,
+            shared,
+            state: State::Loading,
+            reload_pause: None,
+        }
+    }
+}
+
+async fn load_product(
+    pool: db::Pool,
+    snapshots: crate::Cache<String, Arc<Snapshot>>,
+    store_id: String,
+    product_id: String,
+) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
+    let client = pool.get().await?;
+    let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
+        return Ok(None);
+    };
+    let held = db::products::held_by_customer(&**client, &product_id).await?;
+    let keys = db::products::idempotency_keys(&**client, &product_id).await?;
+    let published = snapshots;
+    let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
+    let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
+    let gate = Arc::new(Gate::new(store_id));
+    let mut loaded = Loaded {
+        product,
+        ledger,
+        keys,
+        snapshot: None,
+        gate,
+        gate_closed: false,
+        holds: Holds::default(),
+        stock_gauges: None,
+        queue: Queue::default(),
+        published,
+        is_published: false,
+    };
+    loaded.publish_gate();
+    Ok(Some((loaded, reserved)))
+}
+
+impl Actor for ProductActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.load(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.unload();
+    }
+}
+
+impl ProductActor {
+    /// Loads the state from PostgreSQL; the mailbox waits, never longer than the work
+    /// budget. A failed first load stops the actor (its queued messages are answered
+    /// 503 by their dropped channels); a failed reload tries again with backoff, so a
+    /// product with payment holds never stops watching them.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let load = load_product(
+            self.shared.pool.clone(),
+            self.shared.snapshots.clone(),
+            self.store_id.clone(),
+            self.product_id.clone(),
+        );
+        let budget = self.shared.work_budget;
+        let load = async move {
+            tokio::time::timeout(budget, load)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("loading took longer than {budget:?}")))
+        };
+        // `wait`: no message is handled until the state is known.
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+            Ok(Some((mut loaded, reserved))) => {
+                act.reload_pause = None;
+                let series = act
+                    .shared
+                    .stock_series
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if series < crate::metrics::MAX_STOCK_SERIES {
+                    let id = [act.product_id.as_str()];
+                    loaded.stock_gauges = Some((
+                        crate::metrics::STOCK_AVAILABLE.with_label_values(&id),
+                        crate::metrics::STOCK_TOTAL.with_label_values(&id),
+                    ));
+                    loaded.publish_stock();
+                } else {
+                    act.shared
+                        .stock_series
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                act.shared
+                    .gates
+                    .insert(act.product_id.clone(), loaded.gate.clone());
+                act.state = State::Ready(Box::new(loaded));
+                // Holds that lapsed while nobody watched are released at once.
+                for hold in reserved {
+                    act.arm_hold(hold, ctx);
+                }
+            }
+            Ok(None) => {
+                act.state = State::Missing;
+                ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
+            }
+            Err(e) => {
+                tracing::warn!(product.id = %act.product_id, error = %e, "failed to load product");
+                match act.reload_pause {
+                    Some(pause) => {
+                        act.reload_pause = Some((pause * 2).min(RELOAD_PAUSE_MAX));
+                        ctx.run_later(pause, |act, ctx| act.load(ctx));
+                    }
+                    None => ctx.stop(),
+                }
+            }
+        }));
+    }
+
+    /// Forgets the loaded state and everything published from it.
+    fn unload(&mut self) {
+        self.shared.gates.invalidate(&self.product_id);
+        self.shared.snapshots.invalidate(&self.product_id);
+        if let State::Ready(loaded) = &self.state {
+            if loaded.stock_gauges.is_some() {
+                let _ = crate::metrics::STOCK_AVAILABLE.remove_label_values(&[&self.product_id]);
+                let _ = crate::metrics::STOCK_TOTAL.remove_label_values(&[&self.product_id]);
+                self.shared
+                    .stock_series
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// After a write whose outcome could not be learnt, the actor's memory may disagree
+    /// with the database: once the statement can no longer be running (the work budget
+    /// is past its `statement_timeout`), the actor reloads the truth in place (holds
+    /// are armed again from the database).
+    fn reload_later(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(product.id = %self.product_id, "a write's outcome is unknown; the product reloads from the database");
+        ctx.run_later(self.shared.work_budget, |act, ctx| {
+            act.unload();
+            act.state = State::Loading;
+            act.reload_pause = Some(RELOAD_PAUSE_MIN);
+            act.load(ctx);
+        });
+    }
+}
+
+impl Handler<Mail<ProductMsg>> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, mail: Mail<ProductMsg>, ctx: &mut Self::Context) {
+        let Some((msg, deadline)) = mail.open() else {
+            return;
+        };
+        let loaded = match &mut self.state {
+            State::Ready(loaded) => loaded,
+            State::Missing => return msg.fail(Failure::NotFound),
+            State::Loading => return msg.fail(Failure::Unavailable),
+        };
+        match msg {
+            ProductMsg::Checkout { cmd, reply } => {
+                checkout::checkout(loaded, cmd, reply, deadline, &self.shared, ctx)
+            }
+            ProductMsg::Read { reply } => {
+                let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
+            }
+            ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, deadline, ctx),
+            ProductMsg::Confirm {
+                order_id,
+                payment_reference,
+                by,
+                reply,
+            } => self.confirm(order_id, payment_reference, by, reply, deadline, ctx),
+            ProductMsg::Cancel {
+                order_id,
+                by,
+                reply,
+            } => self.cancel(order_id, by, reply, deadline, ctx),
+            ProductMsg::Patch { patch, reply } => self.patch(patch, reply, deadline, ctx),
+            ProductMsg::Queue { customer_id, reply } => {
+                let _ = reply.send(
+                    loaded
+                        .join_queue(&customer_id, &self.shared.queue_secret)
+                        .map(Some),
+                );
+            }
+            ProductMsg::QueueStatus { ticket, reply } => {
+                let _ = reply.send(Ok(loaded.queue_place(&ticket, &self.shared.queue_secret)));
+            }
+            ProductMsg::Warm => {}
+        }
+    }
+}
+
+impl Handler<GiveBack> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GiveBack, ctx: &mut Self::Context) {
+        let State::Ready(loaded) = &mut self.state else {
+            return;
+        };
+        loaded.holds.forget(&msg.order_id, ctx);
+        loaded.ledger.give_back(&msg.customer_id, msg.quantity);
+        if loaded
+            .keys
+            .get(&msg.idempotency_key)
+            .is_some_and(|(id, _)| *id == msg.order_id)
+        {
+            loaded.keys.remove(&msg.idempotency_key);
+        }
+        loaded.touch(Utc::now());
+    }
+}
+
+impl Loaded {
+    /// Stock changed: the snapshot must be rendered again, the gate perhaps moved.
+    pub(super) fn touch(&mut self, now: DateTime<Utc>) {
+        self.product.updated_at = now;
+        self.snapshot = None;
+        if self.is_published {
+            self.published.invalidate(&self.product.id);
+            self.is_published = false;
+        }
+        self.publish_gate();
+        self.publish_stock();
+    }
+
+    /// New stored values (a PATCH); the stock numbers stay the ledger's.
+    pub(super) fn replace_product(&mut self, row: Product) {
+        let updated_at = row.updated_at;
+        self.product = row;
+        self.touch(updated_at);
+    }
+}
