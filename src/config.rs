@@ -35,6 +35,7 @@
 //! | `FLASHSALE_DB_LOCK_TIMEOUT_MS` | 3500 | PostgreSQL `lock_timeout` of every connection |
 //! | `FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 5000 | PostgreSQL `idle_in_transaction_session_timeout` |
 //! | `FLASHSALE_DB_KEEPALIVE_SECS` | 10 | TCP keepalive idle time of every database connection |
+//! | `FLASHSALE_PRODUCT_IDLE_SECS` | 300 | an idle product actor passivates after this (0: never) |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -51,6 +52,7 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
 pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
+pub const DEFAULT_PRODUCT_IDLE_SECS: u64 = 300;
 pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 10_000;
 pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
 pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
@@ -203,6 +205,12 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_DB_KEEPALIVE_SECS", default_value_t = DEFAULT_DB_KEEPALIVE_SECS)]
     pub db_keepalive_secs: u64,
 
+    /// Seconds after which an idle product actor (no request, no read of its page, no
+    /// payment hold, nobody queued) stops and frees its memory; the next request loads it
+    /// again from PostgreSQL. At least twice the work budget. 0: never.
+    #[arg(long, env = "FLASHSALE_PRODUCT_IDLE_SECS", default_value_t = DEFAULT_PRODUCT_IDLE_SECS)]
+    pub product_idle_secs: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -222,6 +230,15 @@ pub enum Command {
 }
 
 impl Settings {
+    /// How long a product actor stays idle before it passivates: the setting, but never
+    /// less than twice the work budget (its writes are over by then); zero: never.
+    pub fn product_idle(&self) -> Duration {
+        if self.product_idle_secs == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(self.product_idle_secs).max(self.work_budget() * 2)
+    }
+
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
     }

@@ -18,4 +18,5 @@ mod outage;
 mod products;
 mod proxies;
 mod stampede;
+mod tenancy;
 mod waiting_room;

@@ -81,6 +81,7 @@ async fn read_snapshot(
     let hit = published.filter(|s| s.store_id == store_id && s.is_current());
     crate::metrics::cache_lookup("snapshot", hit.is_some());
     if let Some(snapshot) = hit {
+        snapshot.mark_read();
         return Ok(snapshot);
     }
     ask(|reply| {
