@@ -134,9 +134,6 @@ async fn junk_ids_and_queries_are_4xx_problems_never_5xx() {
     assert_eq!(response.status(), 200);
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = app.metrics_text().await;
-    let outages = request_series(&metrics, r#"status="503""#).count();
-    assert_eq!(outages, 0, "a junk request was answered 503");
 }
 
 #[actix_web::test]

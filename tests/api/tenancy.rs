@@ -35,17 +35,22 @@ async fn another_stores_probe_leaves_the_page_served_from_memory() {
         );
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // A's page is still the published one: read after read is a hit.
+    // A's page is still the published one: a read is a hit, not a miss. (The counter is
+    // the process's, shared with the tests running beside this one: a read whose window
+    // saw no miss at all proves it was served from memory; with the page gone, every
+    // read misses.)
     let misses = r#"flashsale_cache_requests_total{cache="snapshot",result="miss"}"#;
-    let before = metric(&app, misses).await;
-    let reads = 200;
-    for _ in 0..reads {
+    let mut clean = 0;
+    for _ in 0..40 {
+        let before = metric(&app, misses).await;
         assert_eq!(app.get(&path, &a.storefront).await.status(), 200);
+        if metric(&app, misses).await == before {
+            clean += 1;
+        }
     }
-    let missed = metric(&app, misses).await - before;
     assert!(
-        missed < f64::from(reads) / 2.0,
-        "{missed} of {reads} reads missed the page cache after another store's probe"
+        clean >= 10,
+        "only {clean} of 40 reads were served from memory after another store's probe"
     );
     // And A still sells, its gate intact.
     let sold = app
