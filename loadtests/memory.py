@@ -101,6 +101,10 @@ def main():
     print(f"waiting {IDLE:.0f} s for the idle products to passivate")
     time.sleep(IDLE)
     idle = rss_kib()
+    status, metrics = call(connection(), "GET", "/metrics", OPERATOR)
+    for line in metrics.decode().splitlines():
+        if line.startswith(("flashsale_product_actors ", "flashsale_product_passivations_total ")):
+            print(line)
 
     per_active = (active - base) * 1024 / N
     per_idle = (idle - base) * 1024 / N

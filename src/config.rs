@@ -35,7 +35,7 @@
 //! | `FLASHSALE_DB_LOCK_TIMEOUT_MS` | 3500 | PostgreSQL `lock_timeout` of every connection |
 //! | `FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 5000 | PostgreSQL `idle_in_transaction_session_timeout` |
 //! | `FLASHSALE_DB_KEEPALIVE_SECS` | 10 | TCP keepalive idle time of every database connection |
-//! | `FLASHSALE_PRODUCT_IDLE_SECS` | 300 | an idle product actor passivates after this (0: never) |
+//! | `FLASHSALE_PRODUCT_IDLE_SECS` | 60 | an idle product actor passivates after this (0: never) |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
 pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
-pub const DEFAULT_PRODUCT_IDLE_SECS: u64 = 300;
+pub const DEFAULT_PRODUCT_IDLE_SECS: u64 = 60;
 pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 10_000;
 pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
 pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
