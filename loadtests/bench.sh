@@ -22,6 +22,12 @@
 #   DATABASE_URL=... (else a private PostgreSQL in a fresh temp dir)
 #   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s SETTLE_TIMEOUT=30
 #   KEEP_DATA=1 RESULTS_ROOT=dir STRICT=1 (exit 1 when a target or check fails)
+#
+# A/B against another revision:   loadtests/bench.sh --baseline REV [PAIRS]
+#   builds REV's release binary in a git worktree with its own target dir (and this
+#   tree's, unless SKIP_BUILD=1), then runs the whole benchmark PAIRS times (default 2)
+#   for each binary, old and new alternating, and prints the hot-SKU rows of every run
+#   side by side (each run's full summary stays in its results dir).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,6 +70,48 @@ die() {
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
 }
+
+# ------------------------------------------------------------------ A/B ----
+if [[ ${1:-} == --baseline ]]; then
+  rev=${2:?--baseline needs a revision}
+  pairs=${3:-2}
+  is_pos() { [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0)); }
+  is_pos "$pairs" || die "PAIRS must be a positive integer, got '$pairs'"
+  commit=$(git -C "$ROOT" rev-parse --verify "$rev^{commit}") || die "unknown revision $rev"
+  base_tree="$ROOT/target/bench-baseline/${commit:0:12}"
+  base_bin="$base_tree/target/release/flashsale"
+  if [[ ! -x $base_bin ]]; then
+    [[ -d $base_tree/src ]] || git -C "$ROOT" worktree add -f --detach "$base_tree" "$commit" >&2 ||
+      die "git worktree add $base_tree $commit failed"
+    log "cargo build --release of $rev (${commit:0:12}) in $base_tree"
+    (cd "$base_tree" && CARGO_TARGET_DIR="$base_tree/target" cargo build --release --bin flashsale) >&2 ||
+      die "building $rev failed"
+  fi
+  if [[ $SKIP_BUILD != 1 ]]; then
+    log "cargo build --release (in $ROOT)"
+    (cd "$ROOT" && cargo build --release --bin flashsale) >&2 || die "cargo build --release failed"
+  fi
+  ab_out="$RESULTS_ROOT/ab-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$ab_out"
+  for ((pair = 1; pair <= pairs; pair++)); do
+    for side in old new; do
+      bin=$base_bin
+      [[ $side == new ]] && bin=$FLASHSALE_BIN
+      log "A/B pair $pair: $side ($bin)"
+      SKIP_BUILD=1 FLASHSALE_BIN="$bin" RESULTS_ROOT="$ab_out/$pair-$side" "${BASH_SOURCE[0]}" >/dev/null ||
+        warn "the $side run of pair $pair failed; see $ab_out/$pair-$side"
+    done
+  done
+  echo "### A/B: $rev (old, ${commit:0:12}) vs $(git -C "$ROOT" rev-parse --short HEAD) (new), alternating"
+  echo
+  for summary in "$ab_out"/*/*/summary.md; do
+    run=${summary#"$ab_out"/}
+    run=${run%%/*}
+    grep -E '^\| (hot SKU: committed|hot SKU: latency|/healthz: requests|ratio checkout)' "$summary" |
+      sed "s/^| /| $run: /"
+  done
+  exit 0
+fi
 
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;

@@ -59,7 +59,7 @@ pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
 pub const DEFAULT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_DB_KEEPALIVE_SECS: u64 = 10;
 /// Slack kept between the end of the database work budget and the answer deadline.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -247,11 +247,13 @@ impl Settings {
         Duration::from_millis(self.db_statement_timeout_ms.max(1))
     }
 
-    /// How long database work may take once started: a write is at most two round trips
-    /// of statements, each ended by PostgreSQL at `statement_timeout`, plus a margin.
-    /// Work that cannot start this long before a request's deadline is not started.
+    /// How long database work may take once started: PostgreSQL ends any statement at
+    /// `statement_timeout`, plus a margin for the round trip. Work that cannot start
+    /// this long before a request's deadline is not started; a batch that runs longer
+    /// (two slow round trips) is reconciled against the database, and answered
+    /// `outcome_unknown` only if that cannot finish before the deadline.
     pub fn work_budget(&self) -> Duration {
-        let budget = 2 * self.statement_timeout() + DEADLINE_MARGIN;
+        let budget = self.statement_timeout() + DEADLINE_MARGIN;
         // Never more than most of the request deadline, whatever the settings say.
         budget.min(Duration::from_millis(self.request_deadline_ms * 3 / 4))
     }

@@ -53,6 +53,8 @@ pub enum Failure {
     OutcomeUnknown,
     /// The sale's rules said no.
     Refused(Refusal),
+    /// The Idempotency-Key was used for another request.
+    KeyReused,
 }
 
 /// What a checkout came to, short of failing.

@@ -291,12 +291,23 @@ pub async fn insert_batch(
     let (locked, took, committed) = tokio::join!(lock_rows, take_stock, commit);
     match (locked.and(took), committed) {
         (Ok(()), Ok(())) => Ok(inserted),
-        // PostgreSQL refused a statement: the transaction aborted, and the COMMIT behind
-        // it ended it as a ROLLBACK (or PostgreSQL refused the COMMIT itself).
-        (Err(e), _) | (_, Err(e)) if e.as_db_error().is_some() => Err(BatchError::RolledBack(e)),
+        // PostgreSQL answered a statement before COMMIT with an error (even a FATAL one,
+        // which ends the backend there): the transaction aborted, and the COMMIT behind
+        // it could not commit.
+        (Err(e), _) if e.as_db_error().is_some() => Err(BatchError::RolledBack(e)),
+        // PostgreSQL refused the COMMIT itself with an ordinary error: rolled back. A
+        // FATAL one (the backend terminated) may come after the commit was made.
+        (Ok(()), Err(e)) if e.as_db_error().is_some_and(|d| !is_fatal(d)) => {
+            Err(BatchError::RolledBack(e))
+        }
         // The connection failed on the way: the COMMIT may or may not have run.
         (Err(e), _) | (_, Err(e)) => Err(BatchError::Unknown(e)),
     }
+}
+
+/// Whether an error ended the backend (it may have come after the statement's work).
+fn is_fatal(e: &tokio_postgres::error::DbError) -> bool {
+    matches!(e.severity(), "FATAL" | "PANIC")
 }
 
 /// Of `ids`, those that are in the database (after a commit whose outcome is unknown).

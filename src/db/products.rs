@@ -149,32 +149,73 @@ pub async fn idempotency_keys(
         .collect())
 }
 
+/// What a restock came to.
+#[derive(Debug)]
+pub enum Restocked {
+    /// Applied now.
+    Applied(Product),
+    /// Its Idempotency-Key was applied before (the product as it is now).
+    AlreadyApplied(Product),
+    /// Its Idempotency-Key was used for another product or quantity.
+    KeyReused,
+    /// No such product in the store.
+    NotFound,
+}
+
 /// Adds `quantity` units to both the total and the available stock, and records the
-/// `product.restocked` event in the same statement.
+/// `product.restocked` event in the same statement. With `key`, the key is claimed in
+/// that statement too (`restock_keys`), so a key already claimed adds nothing: a retry
+/// of a restock whose answer was lost learns whether it was applied.
 pub async fn restock(
     client: &impl GenericClient,
     store_id: &str,
     id: &str,
     quantity: i64,
-) -> Result<Option<Product>, tokio_postgres::Error> {
+    key: Option<&str>,
+) -> Result<Restocked, tokio_postgres::Error> {
     let sql = format!(
-        "WITH restocked AS (
+        "WITH prior AS (
+            SELECT product_id, quantity FROM restock_keys WHERE store_id = $2 AND idempotency_key = $4
+        ), claimed AS (
+            INSERT INTO restock_keys (store_id, idempotency_key, product_id, quantity)
+            SELECT $2, $4, $1, $3 WHERE $4::text IS NOT NULL
+                AND EXISTS (SELECT 1 FROM products WHERE id = $1 AND store_id = $2)
+            ON CONFLICT DO NOTHING RETURNING 1
+        ), restocked AS (
             UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3,
                                 updated_at = now()
-            WHERE id = $1 AND store_id = $2 RETURNING {PRODUCT_COLUMNS}
+            WHERE id = $1 AND store_id = $2 AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM claimed))
+            RETURNING {PRODUCT_COLUMNS}
         ), events AS (
             INSERT INTO outbox_events (store_id, type, subject_id, data)
             SELECT store_id, 'product.restocked', id,
                    jsonb_build_object('product_id', id, 'quantity', $3::bigint, 'stock_total', stock_total)
             FROM restocked
         )
-        SELECT {PRODUCT_COLUMNS} FROM restocked"
+        SELECT {PRODUCT_COLUMNS}, true AS applied, NULL::text AS prior_product, NULL::bigint AS prior_quantity
+        FROM restocked
+        UNION ALL
+        SELECT {PRODUCT_COLUMNS}, false, (SELECT product_id FROM prior), (SELECT quantity FROM prior)
+        FROM products WHERE id = $1 AND store_id = $2 AND NOT EXISTS (SELECT 1 FROM restocked)"
     );
-    Ok(client
-        .query_opt(&sql, &[&id, &store_id, &quantity])
+    let Some(row) = client
+        .query_opt(&sql, &[&id, &store_id, &quantity, &key])
         .await?
-        .as_ref()
-        .map(product_from_row))
+    else {
+        return Ok(Restocked::NotFound);
+    };
+    let product = product_from_row(&row);
+    if row.get::<_, bool>("applied") {
+        return Ok(Restocked::Applied(product));
+    }
+    let prior: (Option<String>, Option<i64>) =
+        (row.get("prior_product"), row.get("prior_quantity"));
+    Ok(match prior {
+        (Some(p), Some(q)) if p == id && q == quantity => Restocked::AlreadyApplied(product),
+        (Some(_), _) => Restocked::KeyReused,
+        // A concurrent restock with the same key claimed it first and is applied.
+        _ => Restocked::AlreadyApplied(product),
+    })
 }
 
 /// A validated PATCH: `None` leaves a column alone; `Some(None)` clears a nullable one.

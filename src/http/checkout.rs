@@ -70,10 +70,14 @@ fn parse_checkout(body: &serde_json::Value) -> Result<CheckoutBody, Vec<FieldErr
 
 /// The `Idempotency-Key` header: 1–255 visible ASCII characters.
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req
-        .headers()
-        .get(IDEMPOTENCY_KEY)
-        .ok_or(ApiError::MissingIdempotencyKey)?;
+    optional_idempotency_key(req)?.ok_or(ApiError::MissingIdempotencyKey)
+}
+
+/// The `Idempotency-Key` header if there is one (restock: optional).
+pub fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -81,7 +85,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
             "must be 1 to 255 visible ASCII characters",
         )]));
     }
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// Removes an in-flight marker unless the request finished (the client may hang up, or

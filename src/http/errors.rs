@@ -210,6 +210,7 @@ impl From<Failure> for ApiError {
             Failure::Overloaded => ApiError::Overloaded,
             Failure::Unavailable => ApiError::Unavailable,
             Failure::OutcomeUnknown => ApiError::OutcomeUnknown,
+            Failure::KeyReused => ApiError::IdempotencyKeyReused,
             Failure::Refused(r) => ApiError::refused(r),
         }
     }

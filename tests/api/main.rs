@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per feature, each test against real
 //! PostgreSQL and real HTTP over a socket.
 
+mod binary;
 mod helpers;
 
 mod auth;
@@ -15,8 +16,11 @@ mod limits;
 mod observability;
 mod openapi;
 mod outage;
+mod overload;
 mod products;
 mod proxies;
+mod replay;
 mod stampede;
+mod stuck;
 mod tenancy;
 mod waiting_room;

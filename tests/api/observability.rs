@@ -94,7 +94,33 @@ async fn one_checkout_makes_one_trace_with_a_span_per_hop() {
         let child = find(&all, statement, |s| {
             s.parent_span_id == batch.span_context.span_id()
         });
-        assert!(child.is_some(), "{statement} under {SPAN_WRITER_BATCH}");
+        let child = child.unwrap_or_else(|| panic!("{statement} under {SPAN_WRITER_BATCH}"));
+        // OpenTelemetry's database semantic conventions: a client call to PostgreSQL.
+        assert_eq!(
+            child.span_kind,
+            opentelemetry::trace::SpanKind::Client,
+            "{statement}"
+        );
+        let attributes: HashMap<String, String> = child
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        assert_eq!(
+            attributes.get("db.system.name").map(String::as_str),
+            Some("postgresql")
+        );
+        for key in [
+            "db.operation.name",
+            "db.collection.name",
+            "server.address",
+            "server.port",
+        ] {
+            assert!(
+                attributes.get(key).is_some_and(|v| !v.is_empty()),
+                "{statement} lacks {key}: {attributes:?}"
+            );
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use chrono::Utc;
 use super::{PatchFailure, PatchReply, ProductActor, SnapshotReply, State};
 use crate::actors::mailbox::Deadline;
 use crate::actors::Failure;
+use crate::db::products::Restocked;
 use crate::db::{self, WriteError};
 use crate::metrics::OUTCOME_UNKNOWN;
 
@@ -18,6 +19,7 @@ impl ProductActor {
     pub(super) fn restock(
         &mut self,
         quantity: i64,
+        key: Option<String>,
         reply: SnapshotReply,
         deadline: Deadline,
         ctx: &mut Context<Self>,
@@ -26,7 +28,8 @@ impl ProductActor {
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
         let update = async move {
             db::write_by(&pool, deadline, |client| async move {
-                db::products::restock(&**client, &store_id, &product_id, quantity).await
+                db::products::restock(&**client, &store_id, &product_id, quantity, key.as_deref())
+                    .await
             })
             .await
         };
@@ -35,12 +38,18 @@ impl ProductActor {
                 return drop(reply.send(Err(Failure::NotFound)));
             };
             match updated {
-                Ok(Some(row)) => {
+                Ok(Restocked::Applied(row)) => {
                     loaded.ledger.restock(quantity);
                     loaded.touch(row.updated_at);
                     let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
                 }
-                Ok(None) => drop(reply.send(Err(Failure::NotFound))),
+                // Applied by an earlier request with this key: this actor's ledger has it
+                // (or gets it from the database on the reload an unknown outcome starts).
+                Ok(Restocked::AlreadyApplied(_)) => {
+                    let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
+                }
+                Ok(Restocked::KeyReused) => drop(reply.send(Err(Failure::KeyReused))),
+                Ok(Restocked::NotFound) => drop(reply.send(Err(Failure::NotFound))),
                 Err(WriteError::NotMade(_)) => drop(reply.send(Err(Failure::Unavailable))),
                 Err(WriteError::Unknown) => {
                     OUTCOME_UNKNOWN.with_label_values(&["restock"]).inc();

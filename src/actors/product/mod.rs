@@ -107,8 +107,10 @@ pub enum ProductMsg {
     Read {
         reply: SnapshotReply,
     },
+    /// Adds stock; with an Idempotency-Key, at most once per key.
     Restock {
         quantity: i64,
+        idempotency_key: Option<String>,
         reply: SnapshotReply,
     },
     /// Applies a PATCH in the database, then here; the old representation is gone once
@@ -441,7 +443,11 @@ impl Handler<Mail<ProductMsg>> for ProductActor {
             ProductMsg::Read { reply } => {
                 let _ = reply.send(Ok(loaded.snapshot(Utc::now())));
             }
-            ProductMsg::Restock { quantity, reply } => self.restock(quantity, reply, deadline, ctx),
+            ProductMsg::Restock {
+                quantity,
+                idempotency_key,
+                reply,
+            } => self.restock(quantity, idempotency_key, reply, deadline, ctx),
             ProductMsg::Confirm {
                 order_id,
                 payment_reference,

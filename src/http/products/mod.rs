@@ -171,11 +171,14 @@ async fn product_stock(
 
 /// Puts more units on sale (admin key).
 #[utoipa::path(post, path = "/api/v1/products/{id}/restock", tag = "products", request_body = RestockRequest,
-    security(("bearer" = [])), params(("id" = String, Path)),
+    security(("bearer" = [])), params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "optional, 1–255 visible ASCII characters: a restock with a key already applied adds nothing and answers the product")),
     responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
         (status = 404, description = "`product_not_found`"),
-        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (not known whether it was applied: read the product before restocking again); with Retry-After")))]
+        (status = 422, description = "validation_failed, idempotency_key_reused"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (retry with the same Idempotency-Key to learn it); with Retry-After")))]
 pub async fn restock_product(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
@@ -186,11 +189,16 @@ pub async fn restock_product(
     let quantity = f.int("quantity", Required, 1..=MAX_STOCK);
     f.finish()?;
     let quantity = quantity.unwrap_or_default();
+    let idempotency_key = super::checkout::optional_idempotency_key(&req)?;
     let snapshot = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
             &id,
-            ProductMsg::Restock { quantity, reply },
+            ProductMsg::Restock {
+                quantity,
+                idempotency_key,
+                reply,
+            },
         )
     })
     .await?;
