@@ -28,11 +28,14 @@
 //! | `FLASHSALE_CHECKOUT_RATE_PER_ADDRESS` | 100 | checkouts/s per client address (free, pro) |
 //! | `FLASHSALE_MAX_IN_FLIGHT` | 4096 | requests in flight before load is shed by priority |
 //! | `FLASHSALE_QUEUE_SECRET` | random | signs waiting-room admission tokens |
+//! | `FLASHSALE_TRUSTED_PROXIES` | none | CIDRs whose `X-Forwarded-For`/`Forwarded` is believed |
+//! | `FLASHSALE_METRICS_TOKEN` | unset | when set, `/metrics` requires `Authorization: Bearer <it>` |
 //! | `FLASHSALE_REQUEST_DEADLINE_MS` | 10000 | every actor-served request is answered within it |
 //! | `FLASHSALE_DB_STATEMENT_TIMEOUT_MS` | 4000 | PostgreSQL `statement_timeout` of every connection |
 //! | `FLASHSALE_DB_LOCK_TIMEOUT_MS` | 3500 | PostgreSQL `lock_timeout` of every connection |
 //! | `FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 5000 | PostgreSQL `idle_in_transaction_session_timeout` |
 //! | `FLASHSALE_DB_KEEPALIVE_SECS` | 10 | TCP keepalive idle time of every database connection |
+//! | `FLASHSALE_PRODUCT_IDLE_SECS` | 60 | an idle product actor passivates after this (0: never) |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! and the OpenTelemetry variables listed in [`ENVIRONMENT_HELP`] (read by `telemetry.rs`
@@ -52,6 +55,7 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
 pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
+pub const DEFAULT_PRODUCT_IDLE_SECS: u64 = 60;
 pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 10_000;
 pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
 pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
@@ -193,6 +197,17 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_QUEUE_SECRET", hide_env_values = true)]
     pub queue_secret: Option<String>,
 
+    /// Proxies (comma-separated CIDRs, e.g. `127.0.0.1/32,10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `Forwarded` header names the client: from them, the buyer's
+    /// address for rate limits and consent records is the header's. Default: none (the
+    /// peer's address is the client's).
+    #[arg(long, env = "FLASHSALE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// When set, `/metrics` answers only `Authorization: Bearer <this token>` (401
+    /// otherwise): it lists every store's products and their stock. Unset: open.
+    #[arg(long, env = "FLASHSALE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Milliseconds within which every request served by the actors (checkout, restock,
     /// PATCH, confirm, cancel, reads) is answered. Work not started in time is not
     /// started at all (503 unavailable: nothing was done).
@@ -219,6 +234,12 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_DB_KEEPALIVE_SECS", default_value_t = DEFAULT_DB_KEEPALIVE_SECS)]
     pub db_keepalive_secs: u64,
 
+    /// Seconds after which an idle product actor (no request, no read of its page, no
+    /// payment hold, nobody queued) stops and frees its memory; the next request loads it
+    /// again from PostgreSQL. At least twice the work budget. 0: never.
+    #[arg(long, env = "FLASHSALE_PRODUCT_IDLE_SECS", default_value_t = DEFAULT_PRODUCT_IDLE_SECS)]
+    pub product_idle_secs: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -240,6 +261,15 @@ pub enum Command {
 }
 
 impl Settings {
+    /// How long a product actor stays idle before it passivates: the setting, but never
+    /// less than twice the work budget (its writes are over by then); zero: never.
+    pub fn product_idle(&self) -> Duration {
+        if self.product_idle_secs == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(self.product_idle_secs).max(self.work_budget() * 2)
+    }
+
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Parser;
 use flashsale::config::{Command, Settings};
 use flashsale::db::embedded::{Durability, EmbeddedPostgres};
-use flashsale::domain::ids::new_id;
+use flashsale::domain::ids::new_operator_token;
 use flashsale::startup::Application;
 use flashsale::{audit, db, telemetry};
 
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         return audit::run(&settings, order_id, &mut std::io::stdout()).await;
     }
     let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
-        let token = new_id("op");
+        let token = new_operator_token();
         println!("operator token (FLASHSALE_ADMIN_TOKEN was not set): {token}");
         token
     });

@@ -16,6 +16,19 @@ pub const MAILBOX_REJECTIONS_TOTAL: &str = "flashsale_mailbox_rejections_total";
 pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "flashsale_idempotent_replays_total";
 pub const PRODUCT_LOADS_TOTAL: &str = "flashsale_product_loads_total";
 pub const DB_UP: &str = "flashsale_db_up";
+pub const PRODUCT_PASSIVATIONS_TOTAL: &str = "flashsale_product_passivations_total";
+pub const PRODUCT_ACTORS: &str = "flashsale_product_actors";
+
+/// Product actors running now (loading, loaded, or an unknown id's, briefly).
+pub static PRODUCT_ACTORS_GAUGE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(PRODUCT_ACTORS, "Product actors running").expect("metric")
+});
+
+/// Product actors stopped because they were idle (their memory given back).
+pub static PRODUCT_PASSIVATIONS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(PRODUCT_PASSIVATIONS_TOTAL, "Idle product actors passivated")
+        .expect("metric")
+});
 pub const DEADLINE_DROPS_TOTAL: &str = "flashsale_deadline_drops_total";
 pub const OUTCOME_UNKNOWN_TOTAL: &str = "flashsale_outcome_unknown_total";
 pub const KEY_LOOKUPS_SHED_TOTAL: &str = "flashsale_key_lookups_shed_total";
@@ -163,7 +176,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Products whose stock is exported, at most (label cardinality stays bounded).
 pub const MAX_STOCK_SERIES: usize = 1000;
 
-/// RED: requests by matched route, method and status.
+/// The method label of every request whose method is not a standard one (RFC 9110 and
+/// PATCH): labels come from closed sets, so no request can mint a series.
+pub const OTHER_METHOD: &str = "other";
+
+/// RED: requests by matched route (its template, or `unmatched`), method (standard, or
+/// `other`) and status.
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         HTTP_REQUESTS_TOTAL,
@@ -315,6 +333,8 @@ pub static BUILD: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
 pub fn register_all() {
     BUILD.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     LazyLock::force(&OVERSELL_GUARD);
+    LazyLock::force(&PRODUCT_PASSIVATIONS);
+    LazyLock::force(&PRODUCT_ACTORS_GAUGE);
     LazyLock::force(&DB_UP_GAUGE);
     LazyLock::force(&CHECKOUT_DURATION);
     LazyLock::force(&WRITER_BATCH_SIZE_HIST);

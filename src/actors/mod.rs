@@ -33,6 +33,11 @@ use product::ProductMsg;
 use store::{StoreActor, ToProduct};
 use writer::OrderWriter;
 
+/// How long an id found to name no product is answered 404 from memory.
+pub const MISSING_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unknown ids remembered at most (a flood of random ids costs at most this many).
+pub const MISSING_CAPACITY: u64 = 100_000;
+
 /// Why a message to an actor did not get the answer it asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -85,8 +90,17 @@ pub struct Shared {
     /// The database circuit breaker.
     pub health: Arc<crate::db::health::DbHealth>,
     /// product id → its current rendered snapshot, published by its actor so that reads
-    /// need no mailbox; the actor removes it on every change, before it answers.
+    /// need no mailbox; the actor removes it on every change, before it answers, and
+    /// when it stops. Not bounded by a capacity (whose eviction would let one store's
+    /// reads push out another's pages): bounded by the running actors, which passivate.
+    /// Only a product's own actor (of its own store) publishes or removes its entry.
     pub snapshots: crate::Cache<String, Arc<product::Snapshot>>,
+    /// `store \x1f product id` → an id that names no product of that store, for
+    /// [`MISSING_TTL`]: an unknown id costs this entry, never a running actor (bounded).
+    pub missing: crate::Cache<String, ()>,
+    /// How long a product actor stays idle before it passivates (see
+    /// `product::passivate`); zero: never.
+    pub product_idle: std::time::Duration,
     /// product id → the gate its actor publishes (see [`product::Gate`]).
     pub gates: crate::Cache<String, Arc<product::Gate>>,
     arbiters: Vec<ArbiterHandle>,
@@ -151,9 +165,12 @@ impl Actors {
                 .map(String::into_bytes)
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()),
             gates: moka::sync::Cache::builder().build_with_hasher(Default::default()),
-            snapshots: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+            snapshots: moka::sync::Cache::builder().build_with_hasher(Default::default()),
+            missing: moka::sync::Cache::builder()
+                .max_capacity(MISSING_CAPACITY)
+                .time_to_live(MISSING_TTL)
                 .build_with_hasher(Default::default()),
+            product_idle: settings.product_idle(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });

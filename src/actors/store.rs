@@ -72,8 +72,21 @@ impl StoreActor {
     }
 }
 
+/// How often the catalog drops the entries of product actors that stopped (passivated,
+/// or an unknown id's), so that it holds only running ones.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Actor for StoreActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SWEEP_EVERY, |act, _| {
+            act.catalog.retain(|_, mailbox| mailbox.connected());
+            if act.catalog.capacity() > 2 * act.catalog.len() + 64 {
+                act.catalog.shrink_to_fit();
+            }
+        });
+    }
 }
 
 impl Handler<Mail<ToProduct>> for StoreActor {
@@ -91,6 +104,15 @@ impl Handler<Mail<ToProduct>> for StoreActor {
         let _entered = span.as_ref().map(|s| s.enter());
         if let Some(span) = &span {
             msg.set_span(span.clone());
+        }
+        // An id this store already found to name nothing: 404 from memory, no actor.
+        if self.catalog.get(&product_id).is_none_or(|m| !m.connected())
+            && self
+                .shared
+                .missing
+                .contains_key(&super::product::missing_key(&self.store_id, &product_id))
+        {
+            return msg.fail(Failure::NotFound);
         }
         // Once more if the actor stopped between our check and the send (an unknown id's
         // actor stops itself after a while; a failed load stops it at once).

@@ -7,9 +7,10 @@
 //!
 //! - finds `initdb` and `postgres` on `PATH` or under `/usr/lib/postgresql/*/bin`;
 //! - keeps the cluster in `<data dir>/pgdata`, created once by `initdb` with a generated
-//!   password (stored beside it, readable by the owner only);
+//!   password (stored beside it, readable by the owner only, whatever the umask);
 //! - as root, runs both as the `postgres` user; if that user cannot reach the data folder
-//!   (say a clone under a private home), it keeps the data under the temp folder instead;
+//!   (say a clone under a private home), it keeps the data under the temp folder instead,
+//!   refusing a fallback folder that another user made;
 //! - listens on 127.0.0.1 on a free port, with no Unix socket, so it never meets a system
 //!   server;
 //! - dies with us: the server gets SIGINT (fast shutdown) when the thread that started it
@@ -142,12 +143,10 @@ impl EmbeddedPostgres {
     /// `data_dir` (the data folder itself, or as root its fallback under the temp folder),
     /// if `initdb` has made one there; creates nothing.
     pub fn existing_cluster(data_dir: &Path) -> Option<PathBuf> {
-        use std::os::unix::fs::MetadataExt;
         let root = data_dir.canonicalize().ok()?;
         let fallback = fallback_root(&root);
         // Anyone may create a folder under the shared temp folder: only one of ours counts.
-        let ours = fs::symlink_metadata(&fallback)
-            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
+        let ours = refuse_foreign_dir(&fallback).is_ok();
         std::iter::once(root)
             .chain(ours.then_some(fallback))
             .find(|dir| dir.join("pgdata").join("PG_VERSION").is_file())
@@ -228,7 +227,9 @@ fn choose_root(data_dir: &Path, run_as: Option<&User>) -> anyhow::Result<PathBuf
         "the postgres user cannot reach the data folder; keeping PostgreSQL's data in the fallback"
     );
     fs::create_dir_all(&fallback)?;
-    fs::set_permissions(&fallback, fs::Permissions::from_mode(0o755))?;
+    refuse_foreign_dir(&fallback)?;
+    // The postgres user passes through to its pgdata (0700, its own); nobody lists it.
+    fs::set_permissions(&fallback, fs::Permissions::from_mode(0o711))?;
     Ok(fallback)
 }
 
@@ -237,6 +238,43 @@ fn choose_root(data_dir: &Path, run_as: Option<&User>) -> anyhow::Result<PathBuf
 fn fallback_root(root: &Path) -> PathBuf {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(root.as_os_str().as_encoded_bytes());
     std::env::temp_dir().join(format!("flashsale-{}", &hex::encode(digest)[..12]))
+}
+
+/// A fallback folder under the shared temp folder may have been made by someone else
+/// (anyone can create `/tmp/flashsale-…` first): its owner could read the password and
+/// swap the cluster. Only a real folder (not a link) owned by this process's user will do.
+fn refuse_foreign_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir)
+        .with_context(|| format!("Failed to inspect {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_dir() || meta.uid() != me {
+        bail!(
+            "refusing the fallback data folder {}: it is {} owned by uid {}, not a folder of this \
+             process's user (uid {me}); remove it, or set FLASHSALE_DATA_DIR to a folder the \
+             postgres user can reach",
+            dir.display(),
+            if meta.file_type().is_dir() { "a folder" } else { "not a folder" },
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `path` readable and writable by its owner only, whatever the
+/// umask, and writes `contents`.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("Failed to create {}", path.display()))?;
+    // `mode` applies only to a new file: an older one keeps its bits unless set here.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)?;
+    Ok(())
 }
 
 fn user_can_enter(user: &User, dir: &Path) -> anyhow::Result<bool> {
@@ -265,16 +303,11 @@ fn init_cluster(
         fs::remove_dir_all(pgdata)?;
     }
     let password = hex::encode(rand::random::<[u8; 16]>());
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&password_file)?
-        .write_all(password.as_bytes())?;
-    // initdb reads the password from a file the server's user can read; it goes away after.
+    write_private(&password_file, password.as_bytes())?;
+    // initdb reads the password from a file the server's user can read (chowned to it
+    // below); it goes away after.
     let pwfile = root.join("initdb.pw");
-    fs::write(&pwfile, &password)?;
+    write_private(&pwfile, password.as_bytes())?;
     fs::create_dir_all(pgdata)?;
     fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))?;
     if let Some(user) = run_as {
@@ -327,10 +360,13 @@ fn spawn_server(
     durability: Durability,
     run_as: Option<&User>,
 ) -> anyhow::Result<Spawned> {
+    // The log can name users and queries: the owner's only.
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(root.join("postgres.log"))?;
+    log.set_permissions(fs::Permissions::from_mode(0o600))?;
     let mut cmd = Command::new(bin.join("postgres"));
     cmd.arg("-D")
         .arg(pgdata)
@@ -434,5 +470,55 @@ fn as_user(cmd: &mut Command, user: Option<&User>) {
             nix::sys::prctl::set_pdeathsig(Signal::SIGINT)?;
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("flashsale-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_file(&dir);
+        dir
+    }
+
+    #[test]
+    fn private_files_are_private_whatever_was_there() {
+        let dir = scratch("private");
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        fs::write(&file, "old").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&file, b"secret").unwrap();
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "secret");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fallback_folder_that_is_not_ours_is_refused() {
+        let mine = scratch("mine");
+        fs::create_dir_all(&mine).unwrap();
+        refuse_foreign_dir(&mine).expect("our own folder is fine");
+
+        // A link planted where the folder would be.
+        let link = scratch("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        let err = refuse_foreign_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("refusing the fallback data folder"), "{err}");
+        fs::remove_file(&link).unwrap();
+
+        // As root (as CI runs): a folder someone else made first.
+        if nix::unistd::geteuid().is_root() {
+            let nobody = User::from_name("nobody").unwrap().expect("user nobody");
+            nix::unistd::chown(&mine, Some(nobody.uid), Some(nobody.gid)).unwrap();
+            let err = refuse_foreign_dir(&mine).unwrap_err().to_string();
+            assert!(err.contains("owned by uid"), "{err}");
+        }
+        fs::remove_dir_all(&mine).unwrap();
     }
 }

@@ -364,21 +364,30 @@ pub async fn list_products(
     Ok(rows.iter().map(product_from_row).collect())
 }
 
-/// The store's drop calendar: products whose sale window meets `[from, to]`, by start.
+/// The store's drop calendar: products whose sale window meets `[from, to]`, by start,
+/// in pages: `after` is the (start, id) of the previous page's last product.
 pub async fn drops(
     client: &impl GenericClient,
     store_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<Product>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT {PRODUCT_COLUMNS} FROM products
          WHERE store_id = $1 AND sale_starts_at IS NOT NULL AND sale_starts_at <= $3
            AND (sale_ends_at IS NULL OR sale_ends_at >= $2)
+           AND ($5::timestamptz IS NULL OR (sale_starts_at, id) > ($5, $6::text))
          ORDER BY sale_starts_at, id LIMIT $4"
     );
-    let rows = client.query(&sql, &[&store_id, &from, &to, &limit]).await?;
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(at), id),
+        None => (None, ""),
+    };
+    let rows = client
+        .query(&sql, &[&store_id, &from, &to, &limit, &after_at, &after_id])
+        .await?;
     Ok(rows.iter().map(product_from_row).collect())
 }
 

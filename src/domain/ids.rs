@@ -57,11 +57,18 @@ pub fn is_key_shaped(token: &str) -> bool {
 
 /// A fresh secret: 160 random bits, hex, behind the role's prefix.
 pub fn new_secret(role: KeyRole) -> String {
-    format!(
-        "{}_{}",
-        role.prefix(),
-        hex::encode(rand::random::<[u8; 20]>())
-    )
+    random_secret(role.prefix())
+}
+
+/// A generated operator token, from the same generator as the store keys (160 random
+/// bits: the contract asks ≥ 128 of every key; an id's UUIDv7 has only 74).
+pub fn new_operator_token() -> String {
+    random_secret("op")
+}
+
+/// `prefix` + `_` + 160 random bits in hex, from the thread's CSPRNG.
+fn random_secret(prefix: &str) -> String {
+    format!("{prefix}_{}", hex::encode(rand::random::<[u8; 20]>()))
 }
 
 /// What is stored for a secret: its SHA-256.
@@ -80,6 +87,9 @@ mod tests {
         assert!(a.starts_with("sk_") && a.len() == 43, "{a}");
         assert_ne!(a, b);
         assert!(new_secret(KeyRole::Storefront).starts_with("pk_"));
+        let op = new_operator_token();
+        assert!(op.starts_with("op_") && op.len() == 43, "{op}");
+        assert_ne!(op, new_operator_token());
         assert!(is_key_shaped(&a) && is_key_shaped(&new_secret(KeyRole::Storefront)));
         for bad in [
             "",

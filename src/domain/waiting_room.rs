@@ -56,6 +56,11 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// Nobody has joined.
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+
     /// Orders the queue once the sale has started (idempotent).
     fn order(&mut self, room: &WaitingRoom, starts_at: DateTime<Utc>, now: DateTime<Utc>) {
         if self.ordered || now < starts_at {

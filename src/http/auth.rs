@@ -55,8 +55,7 @@ impl FromRequest for Caller {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         let (Some(token), Some(state)) = (token, req.app_data::<web::Data<AppState>>()) else {
             return Either::Left(ready(Err(ApiError::Unauthorized)));
         };
@@ -80,6 +79,12 @@ impl FromRequest for Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched
+/// case-insensitively (RFC 9110 §11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
+}
 /// How long a key lookup waits for one of the bounded lookup slots.
 const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 

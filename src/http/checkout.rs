@@ -140,7 +140,9 @@ fn created(order: &Order) -> Bytes {
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
     responses(
-        (status = 201, body = Order, description = "Committed"),
+        (status = 201, body = Order, description = "Committed", headers(
+            ("Location" = String, description = "the order's URL"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with this Idempotency-Key"))),
         (status = 400, description = "missing_idempotency_key, malformed_body"),
         (status = 404, description = "product_not_found"),
         (status = 409, description = "sale_not_started, sale_ended, sold_out, insufficient_stock, customer_limit_exceeded, idempotency_in_progress"),
@@ -175,7 +177,7 @@ async fn place_order(
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let key = idempotency_key(req)?;
     let body = parse_checkout(&body.0)?;
-    let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+    let client_addr = super::buyer_addr(req, state);
     state
         .actors
         .limits(grant)

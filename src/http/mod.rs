@@ -4,10 +4,13 @@
 pub mod auth;
 pub mod body;
 pub mod checkout;
+pub mod client_addr;
 pub mod docs;
 pub mod errors;
+pub mod junk;
 pub mod observe;
 pub mod openapi;
+pub mod openapi_responses;
 pub mod ops;
 pub mod orders;
 pub mod products;
@@ -84,14 +87,20 @@ pub struct AppState {
     /// Rendered listing pages (`generation \x1f store \x1f kind?query` → JSON), kept
     /// for the max-age they advertise; concurrent misses on one page share one rendering.
     pub listings: crate::FutureCache<String, actix_web::web::Bytes>,
-    /// Bumped by every catalog write (create, PATCH, restock): a listing rendered before
-    /// it is never served after it.
-    pub catalog_generation: std::sync::atomic::AtomicU64,
+    /// Each store's catalog generation, bumped by every catalog write of that store
+    /// (create, PATCH, restock): a listing rendered before it is never served after it,
+    /// and no store's write discards another's listings. Only a store's admin key writes
+    /// its catalog, so this holds one entry per store that ever wrote.
+    pub catalog_generations: std::sync::RwLock<foldhash::HashMap<Arc<str>, u64>>,
     /// Requests in flight now, and where shedding starts (see `observe::admit`).
     pub in_flight: std::sync::atomic::AtomicUsize,
     pub max_in_flight: usize,
     /// Set once migrations ran; `/readyz` also asks the database.
     pub ready: AtomicBool,
+    /// Peers whose forwarded-for header names the client (`FLASHSALE_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// SHA-256 of `FLASHSALE_METRICS_TOKEN`; `None`: `/metrics` is open.
+    pub metrics_token_hash: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -123,10 +132,16 @@ impl AppState {
                 .max_capacity(10_000)
                 .time_to_live(LISTING_TTL)
                 .build_with_hasher(Default::default()),
-            catalog_generation: std::sync::atomic::AtomicU64::new(0),
+            catalog_generations: Default::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: settings.max_in_flight,
             ready: AtomicBool::new(false),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            metrics_token_hash: settings
+                .metrics_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(crate::domain::ids::hash_secret),
         }
     }
 }
@@ -154,6 +169,11 @@ where
         .map_err(|e| ApiError::clone(&e));
     crate::metrics::cache_lookup(name, !loaded.get());
     value
+}
+
+/// The buyer's address of `req` (see [`client_addr`]).
+pub fn buyer_addr(req: &actix_web::HttpRequest, state: &AppState) -> Option<String> {
+    client_addr::client_addr(req, &state.trusted_proxies)
 }
 
 /// Sends a message that changes nothing built around a reply channel and waits

@@ -10,7 +10,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::ResponseError;
+use actix_web::{HttpResponse, ResponseError};
 use foldhash::HashMap;
 use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
@@ -31,7 +31,13 @@ pub async fn front_door(
     let started = Instant::now();
     let method = req.method().clone();
     let hot = HotRead::of(&req);
+    let junk = super::junk::check_request(req.path(), req.query_string()).err();
     let response = match admit(&req) {
+        Some(_counted) if junk.is_some() => {
+            let response = junk.as_ref().map(|e| e.error_response());
+            req.into_response(response.unwrap_or_else(|| HttpResponse::BadRequest().finish()))
+                .map_into_right_body()
+        }
         Some(_counted) => {
             let span = tracing::debug_span!(
                 SPAN_HTTP,
@@ -102,21 +108,41 @@ struct Red {
 thread_local! {
     /// The series each HTTP worker has used, by (route label address, method, status):
     /// `with_label_values` hashes the label strings and takes a lock on every call.
-    static RED: RefCell<HashMap<(usize, Method, u16), Red>> = RefCell::new(HashMap::default());
+    static RED: RefCell<HashMap<(usize, &'static str, u16), Red>> = RefCell::new(HashMap::default());
+}
+
+/// A request method as a metrics label: one of the standard methods, else `other`, so
+/// that no request can add a series by inventing a method.
+pub fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or(crate::metrics::OTHER_METHOD, |(_, label)| label)
 }
 
 fn record_red<B>(route: &Arc<str>, response: &ServiceResponse<B>, method: Method, seconds: f64) {
     let status = response.status();
     let key = (
         Arc::as_ptr(route).cast::<u8>() as usize,
-        method,
+        method_label(&method),
         status.as_u16(),
     );
     RED.with_borrow_mut(|series| {
         let red = series.entry(key).or_insert_with_key(|(_, method, _)| Red {
             _route: route.clone(),
-            requests: HTTP_REQUESTS.with_label_values(&[route, method.as_str(), status.as_str()]),
-            duration: HTTP_DURATION.with_label_values(&[route, method.as_str()]),
+            requests: HTTP_REQUESTS.with_label_values(&[&**route, method, status.as_str()]),
+            duration: HTTP_DURATION.with_label_values(&[&**route, method]),
         });
         red.requests.inc();
         red.duration.observe(seconds);

@@ -4,6 +4,8 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::openapi_responses::ProblemResponses;
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "flashsale", description = "Flash-sale checkout backend. The reference: docs/API.md; this document as a page: /api/v1/docs."),
@@ -31,14 +33,14 @@ use utoipa::{Modify, OpenApi};
         super::docs::docs_page,
     ),
     components(schemas(crate::domain::validate::FieldError, Problem)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;
 
 /// An RFC 9457 problem document, as every error is sent.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-pub(super) struct Problem {
+pub struct Problem {
     status: u16,
     /// Stable, machine-readable: `sold_out`, `validation_failed`, …
     code: String,
@@ -56,6 +58,15 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("FLASHSALE_METRICS_TOKEN, when it is set"))
+                    .build(),
+            ),
         );
     }
 }

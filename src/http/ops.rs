@@ -1,11 +1,14 @@
-//! Operations endpoints (no auth): liveness, readiness, metrics.
+//! Operations endpoints: liveness, readiness (no auth), metrics (optionally behind
+//! `FLASHSALE_METRICS_TOKEN`).
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::errors::ApiError;
 use super::AppState;
 use crate::config::RETRY_AFTER_SECS;
+use crate::domain::ids::hash_secret;
 
 /// 200 while the process serves.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Serving")))]
@@ -30,11 +33,31 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus text format. With `FLASHSALE_METRICS_TOKEN` set, only for
+/// `Authorization: Bearer <that token>`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("metrics_token" = [])),
+    responses((status = 200, description = "Metrics", content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: FLASHSALE_METRICS_TOKEN is set and was not given",
+            body = super::openapi::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String)))))]
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.metrics_token_hash {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::auth::bearer_token)
+            .map(hash_secret);
+        // Hashes of both sides: the comparison's time says nothing about the token.
+        if given.as_ref() != Some(expected) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
     state.actors.record_pools();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render())
+        .body(crate::metrics::render()))
 }

@@ -126,10 +126,10 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(OrderPage { items, next_cursor }))
 }
 
-fn changed_by(req: &HttpRequest, grant: &KeyGrant) -> ChangedBy {
+fn changed_by(req: &HttpRequest, state: &AppState, grant: &KeyGrant) -> ChangedBy {
     ChangedBy {
         api_key_id: Some(grant.key_id.clone()),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        client_addr: super::buyer_addr(req, state),
     }
 }
 
@@ -184,7 +184,7 @@ pub async fn confirm(
     let payment_reference = f.string("payment_reference", Required, 1..=255);
     f.finish()?;
     let payment_reference = payment_reference.unwrap_or_default();
-    let by = changed_by(&req, grant);
+    let by = changed_by(&req, &state, grant);
     change(
         &state,
         grant,
@@ -218,7 +218,7 @@ pub async fn cancel(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ADMIN_KEY)?;
-    let by = changed_by(&req, grant);
+    let by = changed_by(&req, &state, grant);
     change(
         &state,
         grant,

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app, TestApp};
 
 /// nginx, run by the test with the shipped configuration pointed at `app`.
-struct Edge {
+pub struct Edge {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: std::path::PathBuf,
 }
 
@@ -34,7 +34,7 @@ fn nginx_binary() -> String {
     .expect("nginx is needed for this test: apt-get install -y nginx (.ci/run does)")
 }
 
-fn start_edge(app: &TestApp) -> Edge {
+pub fn start_edge(app: &TestApp) -> Edge {
     let dir =
         std::env::temp_dir().join(format!("flashsale-edge-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("cache")).unwrap();

@@ -51,6 +51,11 @@ pub(super) struct Holds {
 }
 
 impl Holds {
+    /// No hold to watch, none lapsed, no expiry write under way.
+    pub(super) fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.expiring.is_empty() && !self.writing
+    }
+
     /// Tracks a reserved order and arms its expiry.
     pub(super) fn arm(&mut self, hold: HeldOrder, ctx: &mut Context<ProductActor>) {
         let delay = (hold.expires_at - Utc::now()).to_std().unwrap_or_default();

@@ -22,6 +22,7 @@ mod admin;
 mod checkout;
 mod gate;
 mod holds;
+mod passivate;
 mod queue;
 mod snapshot;
 
@@ -48,9 +49,10 @@ use holds::Holds;
 pub use queue::QueueAnswer;
 pub use snapshot::Snapshot;
 
-/// How long the actor of an id that names no product lingers, answering 404 without
-/// asking the database again.
-const MISSING_LINGER: Duration = Duration::from_secs(10);
+/// How long the actor of an id that names no product lingers, answering 404 to the
+/// messages that reached it while it looked; from then on its store answers 404 from
+/// its bounded negative cache ([`Shared::missing`]) without an actor.
+const MISSING_LINGER: Duration = Duration::from_secs(1);
 /// Backoff of a reload that failed (first and longest pause).
 const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
 const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
@@ -202,6 +204,11 @@ impl Letter for ProductMsg {
     }
 }
 
+/// The key of `product_id` asked for by `store_id` in [`Shared::missing`].
+pub fn missing_key(store_id: &str, product_id: &str) -> String {
+    format!("{store_id}\u{1f}{product_id}")
+}
+
 /// Stock taken for an order that did not become durable (failed batch, duplicate key).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -231,6 +238,8 @@ struct Loaded {
     queue: Queue,
     /// (available, total) gauges, for the first products loaded (bounded cardinality).
     stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
+    /// The actor's use, shared with its snapshots (see [`passivate`]).
+    activity: Arc<passivate::Activity>,
 }
 
 enum State {
@@ -247,6 +256,8 @@ pub struct ProductActor {
     state: State,
     /// While reloading after a failure, the pause before the next try.
     reload_pause: Option<Duration>,
+    /// When it was last used (messages here, reads of its snapshots elsewhere).
+    activity: Arc<passivate::Activity>,
 }
 
 impl ProductActor {
@@ -257,6 +268,7 @@ impl ProductActor {
             shared,
             state: State::Loading,
             reload_pause: None,
+            activity: Arc::default(),
         }
     }
 }
@@ -266,6 +278,7 @@ async fn load_product(
     snapshots: crate::Cache<String, Arc<Snapshot>>,
     store_id: String,
     product_id: String,
+    activity: Arc<passivate::Activity>,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
     let client = pool.get().await?;
     let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
@@ -289,6 +302,7 @@ async fn load_product(
         queue: Queue::default(),
         published,
         is_published: false,
+        activity,
     };
     loaded.publish_gate();
     Ok(Some((loaded, reserved)))
@@ -298,10 +312,13 @@ impl Actor for ProductActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::PRODUCT_ACTORS_GAUGE.inc();
         self.load(ctx);
+        self.watch_idleness(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        crate::metrics::PRODUCT_ACTORS_GAUGE.dec();
         self.unload();
     }
 }
@@ -317,6 +334,7 @@ impl ProductActor {
             self.shared.snapshots.clone(),
             self.store_id.clone(),
             self.product_id.clone(),
+            self.activity.clone(),
         );
         let budget = self.shared.work_budget;
         let load = async move {
@@ -355,6 +373,9 @@ impl ProductActor {
             }
             Ok(None) => {
                 act.state = State::Missing;
+                act.shared
+                    .missing
+                    .insert(missing_key(&act.store_id, &act.product_id), ());
                 ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
             }
             Err(e) => {
@@ -370,11 +391,13 @@ impl ProductActor {
         }));
     }
 
-    /// Forgets the loaded state and everything published from it.
+    /// Forgets the loaded state and everything published from it. Only an actor that
+    /// loaded its product (its own store's) published anything: the actor of an id
+    /// another store asked for must not touch the owner's gate or page.
     fn unload(&mut self) {
-        self.shared.gates.invalidate(&self.product_id);
-        self.shared.snapshots.invalidate(&self.product_id);
         if let State::Ready(loaded) = &self.state {
+            self.shared.gates.invalidate(&self.product_id);
+            self.shared.snapshots.invalidate(&self.product_id);
             if loaded.stock_gauges.is_some() {
                 let _ = crate::metrics::STOCK_AVAILABLE.remove_label_values(&[&self.product_id]);
                 let _ = crate::metrics::STOCK_TOTAL.remove_label_values(&[&self.product_id]);
@@ -407,6 +430,7 @@ impl Handler<Mail<ProductMsg>> for ProductActor {
         let Some((msg, deadline)) = mail.open() else {
             return;
         };
+        self.activity.touch();
         let loaded = match &mut self.state {
             State::Ready(loaded) => loaded,
             State::Missing => return msg.fail(Failure::NotFound),

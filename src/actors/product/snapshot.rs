@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::passivate::Activity;
 use super::Loaded;
 use crate::domain::product::StockView;
 
@@ -25,6 +26,9 @@ pub struct Snapshot {
     valid_until: Option<DateTime<Utc>>,
     /// Whose product this is (a reader from another store must not get it).
     pub store_id: String,
+    /// The product's use, marked by reads served from this snapshot (see
+    /// [`super::passivate`]).
+    pub activity: Arc<Activity>,
 }
 
 /// A header value made of visible ASCII (a hex ETag, an HTTP date).
@@ -37,6 +41,11 @@ impl Snapshot {
     /// clock is read only for a snapshot that has such an edge ahead.
     pub fn is_current(&self) -> bool {
         self.valid_until.is_none_or(|t| Utc::now() < t)
+    }
+
+    /// A read was served from this snapshot: the product is in use.
+    pub fn mark_read(&self) {
+        self.activity.touch();
     }
 }
 
@@ -84,6 +93,7 @@ impl Loaded {
             stock_body: stock_body.into(),
             valid_until,
             store_id: self.product.store_id.clone(),
+            activity: self.activity.clone(),
         });
         self.snapshot = Some(snapshot.clone());
         self.published

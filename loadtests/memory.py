@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Resident memory per product: N products, each read once, then left idle.
+
+    loadtests/memory.sh [N]        (N default 20000; see memory.sh)
+
+Against a running flashsale (BASE, OPERATOR token, PID of the server in the environment):
+creates a store and N products through the API, reads each product page once, and
+prints VmRSS of the server: after the creates (baseline), after the reads (every product
+active), and after the idle time (products passivated), with the cost per product and
+the extrapolation to 1,000,000 products.
+"""
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+BASE = urlparse(os.environ["BASE"])
+OPERATOR = os.environ["OPERATOR"]
+PID = int(os.environ["PID"])
+IDLE = float(os.environ.get("IDLE_WAIT", "40"))
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+THREADS = 8
+
+
+def rss_kib():
+    with open(f"/proc/{PID}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit("no VmRSS")
+
+
+def connection():
+    return http.client.HTTPConnection(BASE.hostname, BASE.port, timeout=30)
+
+
+def call(conn, method, path, token, body=None):
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(body)
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, data
+
+
+def in_parallel(work, items):
+    """Runs work(conn, item) for every item on THREADS keep-alive connections."""
+    chunks = [items[i::THREADS] for i in range(THREADS)]
+    results = [None] * THREADS
+
+    def run(i):
+        conn = connection()
+        out = []
+        for item in chunks[i]:
+            out.append(work(conn, item))
+        results[i] = out
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [r for chunk in results for r in chunk]
+
+
+def main():
+    conn = connection()
+    status, body = call(conn, "POST", "/api/v1/stores", OPERATOR, {"name": "Memory", "plan": "enterprise"})
+    assert status == 201, body
+    store = json.loads(body)
+    admin, front = store["api_keys"]["admin"], store["api_keys"]["storefront"]
+
+    def create(conn, i):
+        status, body = call(conn, "POST", "/api/v1/products", admin, {
+            "sku": f"mem-{i}", "name": f"Product {i}", "price_cents": 1000 + i,
+            "currency": "EUR", "stock": 100, "description": "A product of the memory test catalog."})
+        assert status == 201, body
+        return json.loads(body)["id"]
+
+    started = time.time()
+    ids = in_parallel(create, list(range(N)))
+    print(f"created {N} products in {time.time() - started:.1f} s")
+    time.sleep(2)
+    base = rss_kib()
+
+    def read(conn, pid):
+        status, body = call(conn, "GET", f"/api/v1/products/{pid}", front)
+        assert status == 200, body
+        return len(body)
+
+    started = time.time()
+    in_parallel(read, ids)
+    print(f"read {N} products once in {time.time() - started:.1f} s")
+    time.sleep(1)
+    active = rss_kib()
+    print(f"waiting {IDLE:.0f} s for the idle products to passivate")
+    time.sleep(IDLE)
+    idle = rss_kib()
+    status, metrics = call(connection(), "GET", "/metrics", OPERATOR)
+    for line in metrics.decode().splitlines():
+        if line.startswith(("flashsale_product_actors ", "flashsale_product_passivations_total ")):
+            print(line)
+
+    per_active = (active - base) * 1024 / N
+    per_idle = (idle - base) * 1024 / N
+    print(f"VmRSS baseline {base / 1024:.1f} MiB, all {N} active {active / 1024:.1f} MiB, "
+          f"after passivation {idle / 1024:.1f} MiB")
+    print(f"per product: active {per_active:.0f} B, idle (after passivation) {per_idle:.0f} B")
+    print(f"extrapolated to 1,000,000 products: all active at once {base / 1024 + per_active * 1e6 / 2**20:.0f} MiB, "
+          f"read once and idle {base / 1024 + per_idle * 1e6 / 2**20:.0f} MiB")
+
+
+main()

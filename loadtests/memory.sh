@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Resident memory per product (the 1,000,000-product target: under 1 GiB, and an idle
+# activated product at most 1 KiB):
+#
+#   loadtests/memory.sh [N]
+#
+# Starts the binary (FLASHSALE_BIN, default target/release/flashsale, else
+# target/debug/flashsale; it builds nothing) on 127.0.0.1:18283 with a fresh private
+# PostgreSQL in a temp dir and FLASHSALE_PRODUCT_IDLE_SECS=${IDLE_SECS:-15}, then runs
+# loadtests/memory.py: N products (default 20000) created, each read once, VmRSS before,
+# after the reads and after the idle products passivated, per product and extrapolated.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=loadtests/server.sh
+. "$HERE/server.sh"
+ROOT=$(cd "$HERE/.." && pwd)
+N=${1:-20000}
+LISTEN=${MEM_LISTEN:-127.0.0.1:18283}
+IDLE_SECS=${IDLE_SECS:-15}
+BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
+[ -x "$BIN" ] || BIN=$ROOT/target/debug/flashsale
+[ -x "$BIN" ] || { echo "memory.sh: build flashsale first" >&2; exit 1; }
+DATA=$(mktemp -d /tmp/flashsale-mem-XXXXXX)
+OPERATOR="op_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+FLASHSALE_LISTEN=$LISTEN FLASHSALE_DATA_DIR=$DATA FLASHSALE_ADMIN_TOKEN=$OPERATOR \
+  FLASHSALE_SEED_DEMO=false FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS RUST_LOG=warn \
+  "$BIN" >"$DATA/server.log" 2>&1 &
+PID=$!
+cleanup() { stop_server "$PID" 30 || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+for _ in $(seq 1 240); do
+  curl -fs "http://$LISTEN/readyz" >/dev/null 2>&1 && break
+  kill -0 "$PID" 2>/dev/null || { cat "$DATA/server.log" >&2; exit 1; }
+  sleep 0.5
+done
+echo "memory.sh: $BIN, N=$N, FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS"
+# The idle time, the passivation check's interval and the catalog sweep, with margin.
+BASE="http://$LISTEN" OPERATOR=$OPERATOR PID=$PID IDLE_WAIT=$((IDLE_SECS * 2 + 10)) \
+  python3 "$HERE/memory.py" "$N"

@@ -1,0 +1,448 @@
+//! Products: created in PostgreSQL, then read and restocked through their actors.
+//!
+//! The handlers live here; by concern beside them: `validation` (request bodies and
+//! cursors), `caching` (validators, `Cache-Control`, 304s), `listing` (the listing cache
+//! and its compression) and `fast_read` (the front door's page and stock read).
+
+mod caching;
+mod fast_read;
+mod listing;
+mod validation;
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+
+use super::auth::{Caller, ADMIN_KEY, ANY_STORE_KEY};
+use super::body::JsonBody;
+use super::errors::ApiError;
+use super::query::{pick, Params};
+use super::{ask, AppState};
+use crate::actors::product::{PatchFailure, ProductMsg, Snapshot};
+use crate::actors::Failure;
+use crate::db;
+use crate::db::products::{insert_product, ProductSort};
+use crate::db::violated_constraint;
+use crate::domain::ids::new_id;
+use crate::domain::validate::{FieldError, Fields, Required};
+
+pub use caching::DEGRADED_HEADER;
+use caching::{conditional, stock_cache_control, variant_etag, vary_authorization};
+pub use fast_read::HotRead;
+use listing::{cached_listing, catalog_changed, to_json, views};
+use validation::{
+    drops_cursor_of, parse_cursor, parse_drops_cursor, parse_new_product, parse_patch, MAX_STOCK,
+};
+pub use validation::{CreateProductRequest, PatchProductRequest, RestockRequest};
+
+/// Creates a product (admin key).
+#[utoipa::path(post, path = "/api/v1/products", tag = "products", request_body = CreateProductRequest,
+    security(("bearer" = [])),
+    responses((status = 201, body = crate::domain::product::ProductView,
+            headers(("Location" = String, description = "the product's URL"))),
+        (status = 409, description = "sku_taken"),
+        (status = 422, description = "validation_failed")))]
+pub async fn create_product(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ADMIN_KEY)?;
+    let new = parse_new_product(&body.0)?;
+    let client = state.pool.get().await?;
+    let product = insert_product(&**client, &new_id("prd"), &grant.store_id, &new)
+        .await
+        .map_err(|e| {
+            if violated_constraint(&e) == Some("products_store_sku_key") {
+                ApiError::Conflict {
+                    code: "sku_taken",
+                    title: "SKU taken",
+                    detail: format!("the store already has a product with sku {:?}", new.sku),
+                }
+            } else {
+                ApiError::from(e)
+            }
+        })?;
+    catalog_changed(&state, &grant.store_id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
+        .json(product.to_view(Utc::now())))
+}
+
+/// The product's snapshot: as published by its actor (no mailbox), or from the actor.
+async fn read_snapshot(
+    state: &AppState,
+    store_id: &str,
+    product_id: &str,
+) -> Result<Arc<Snapshot>, ApiError> {
+    let published = state.actors.snapshot(product_id);
+    let hit = published.filter(|s| s.store_id == store_id && s.is_current());
+    crate::metrics::cache_lookup("snapshot", hit.is_some());
+    if let Some(snapshot) = hit {
+        snapshot.mark_read();
+        return Ok(snapshot);
+    }
+    ask(|reply| {
+        state
+            .actors
+            .to_product(store_id, product_id, ProductMsg::Read { reply })
+    })
+    .await
+}
+
+/// A product, from its actor's memory, with HTTP validators; `?fields=` picks fields.
+/// While the database is away it is still served, marked `Flashsale-Degraded`.
+#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header), ("If-Modified-Since" = Option<String>, Header),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = crate::domain::product::ProductView,
+        headers(("ETag" = String, description = "this representation's tag (each ?fields= variant its own)"),
+            ("Last-Modified" = String), ("Cache-Control" = String), ("Vary" = String, description = "`Authorization`"),
+            ("Flashsale-Degraded" = String, description = "`database-unavailable`: served from memory while the database is away; may be stale"))),
+        (status = 304, description = "the client's copy is current",
+            headers(("ETag" = String), ("Last-Modified" = String), ("Cache-Control" = String), ("Vary" = String))),
+        (status = 404, description = "`product_not_found`")))]
+pub async fn get_product(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    product_page(&req, &state, &caller, &id).await
+}
+
+async fn product_page(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let fields = if req.query_string().is_empty() {
+        None
+    } else {
+        let mut params = Params::parse(req.query_string())?;
+        let fields = params.fields(PRODUCT_FIELDS);
+        params.finish()?;
+        fields
+    };
+    let snapshot = read_snapshot(state, &grant.store_id, id).await?;
+    let degraded = !state.actors.health().is_up();
+    let Some(fields) = fields else {
+        let (etag, body) = (snapshot.etag.clone(), snapshot.body.clone());
+        return Ok(conditional(req, &snapshot, etag, body, degraded));
+    };
+    let etag = variant_etag(&snapshot.etag, &fields, PRODUCT_FIELDS);
+    let full: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap_or_default();
+    let body = to_json(&pick(full, Some(&fields)));
+    Ok(conditional(req, &snapshot, etag, body, degraded))
+}
+
+/// The fast-moving part of a product: what is left, and the sale status.
+#[utoipa::path(get, path = "/api/v1/products/{id}/stock", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = crate::domain::product::StockView,
+            headers(("Cache-Control" = String, description = "`public, max-age=1`: never older than a second"),
+                ("Vary" = String, description = "`Authorization`"))),
+        (status = 404, description = "`product_not_found`")))]
+pub async fn get_stock(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    product_stock(&state, &caller, &id).await
+}
+
+async fn product_stock(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let snapshot = read_snapshot(state, &grant.store_id, id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, stock_cache_control()))
+        .insert_header((header::VARY, vary_authorization()))
+        .content_type("application/json")
+        .body(snapshot.stock_body.clone()))
+}
+
+/// Puts more units on sale (admin key).
+#[utoipa::path(post, path = "/api/v1/products/{id}/restock", tag = "products", request_body = RestockRequest,
+    security(("bearer" = [])), params(("id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "optional, 1–255 visible ASCII characters: a restock with a key already applied adds nothing and answers the product")),
+    responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
+        (status = 404, description = "`product_not_found`"),
+        (status = 422, description = "validation_failed, idempotency_key_reused"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (retry with the same Idempotency-Key to learn it); with Retry-After")))]
+pub async fn restock_product(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ADMIN_KEY)?;
+    let mut f = Fields::new(&body.0)?;
+    let quantity = f.int("quantity", Required, 1..=MAX_STOCK);
+    f.finish()?;
+    let quantity = quantity.unwrap_or_default();
+    let idempotency_key = super::checkout::optional_idempotency_key(&req)?;
+    let snapshot = super::ask_write(|reply| {
+        state.actors.to_product(
+            &grant.store_id,
+            &id,
+            ProductMsg::Restock {
+                quantity,
+                idempotency_key,
+                reply,
+            },
+        )
+    })
+    .await?;
+    catalog_changed(&state, &grant.store_id);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, snapshot.etag.clone()))
+        .content_type("application/json")
+        .body(snapshot.body.clone()))
+}
+
+/// Fields a product representation has (for `?fields=`).
+pub const PRODUCT_FIELDS: &[&str] = &[
+    "id",
+    "store_id",
+    "sku",
+    "name",
+    "description",
+    "price_cents",
+    "currency",
+    "stock_total",
+    "stock_available",
+    "max_per_customer",
+    "sale_starts_at",
+    "sale_ends_at",
+    "hold_seconds",
+    "waiting_room",
+    "status",
+    "created_at",
+    "updated_at",
+];
+const PRODUCT_STATUSES: &[&str] = &["scheduled", "live", "sold_out", "ended"];
+const PRODUCT_SORTS: &[&str] = &[
+    "created_at",
+    "-created_at",
+    "sale_starts_at",
+    "-sale_starts_at",
+    "price_cents",
+    "-price_cents",
+];
+/// The widest drop-calendar window.
+const MAX_DROPS_SPAN_DAYS: i64 = 366;
+
+/// A page of products.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    items: Vec<serde_json::Value>,
+    /// Pass as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// The drop calendar.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DropCalendar {
+    items: Vec<serde_json::Value>,
+    /// Pass as `?cursor=` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// Changes a product (admin key). Once this answers, no read of this server shows the old
+/// values.
+#[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products", request_body = PatchProductRequest,
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = crate::domain::product::ProductView, headers(("ETag" = String))),
+        (status = 404, description = "`product_not_found`"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (repeat the PATCH to learn it); with Retry-After")))]
+pub async fn patch_product(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ADMIN_KEY)?;
+    let patch = parse_patch(&body.0)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state
+        .actors
+        .to_product(&grant.store_id, &id, ProductMsg::Patch { patch, reply: tx });
+    let answer = tokio::time::timeout(super::actor_timeout(), rx)
+        .await
+        .map_err(|_| ApiError::OutcomeUnknown)?
+        .unwrap_or(Err(PatchFailure::Failure(Failure::Unavailable)));
+    let snapshot = match answer {
+        Ok(snapshot) => snapshot,
+        Err(PatchFailure::Failure(f)) => return Err(f.into()),
+        Err(PatchFailure::Invalid(constraint)) => {
+            let field = if constraint == "products_waiting_room" {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "waiting_room",
+                    "needs sale_starts_at: the queue opens before the start",
+                )]));
+            } else if constraint == "products_sale_window" {
+                "sale_ends_at"
+            } else {
+                "body"
+            };
+            return Err(ApiError::Validation(vec![FieldError::new(
+                field,
+                "must be after sale_starts_at",
+            )]));
+        }
+    };
+    catalog_changed(&state, &grant.store_id);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, snapshot.etag.clone()))
+        .content_type("application/json")
+        .body(snapshot.body.clone()))
+}
+
+/// The store's products, filtered by status, sorted, in pages (admin or storefront).
+#[utoipa::path(get, path = "/api/v1/products", tag = "products", security(("bearer" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "scheduled, live, sold_out or ended"),
+        ("sort" = Option<String>, Query, description = "created_at, sale_starts_at or price_cents, `-` for descending; default -created_at"),
+        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = ProductPage, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),
+            ("Content-Encoding" = String, description = "`br` or `gzip` when the client accepts it")))))]
+pub async fn list_products(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let render = render_list_products(&req, &state, &grant.store_id);
+    cached_listing(&req, &state, &grant.store_id, "products", render).await
+}
+
+async fn render_list_products(
+    req: &HttpRequest,
+    state: &AppState,
+    store_id: &str,
+) -> Result<web::Bytes, ApiError> {
+    let mut params = Params::parse(req.query_string())?;
+    let status = params.one_of("status", PRODUCT_STATUSES);
+    let sort_name = params
+        .one_of("sort", PRODUCT_SORTS)
+        .unwrap_or_else(|| "-created_at".to_owned());
+    let limit = params.limit();
+    let fields = params.fields(PRODUCT_FIELDS);
+    let cursor = params.text("cursor");
+    params.finish()?;
+    let after = match &cursor {
+        None => None,
+        Some(c) => Some(parse_cursor(c, &sort_name).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "cursor",
+                "is not a cursor of this listing",
+            )])
+        })?),
+    };
+    let desc = sort_name.starts_with('-');
+    let sort = match sort_name.trim_start_matches('-') {
+        "sale_starts_at" => ProductSort::SaleStartsAt,
+        "price_cents" => ProductSort::PriceCents,
+        _ => ProductSort::CreatedAt,
+    };
+    let client = state.pool.get().await?;
+    let after_ref = after.as_ref().map(|(k, id)| (*k, id.as_str()));
+    let mut products = db::products::list_products(
+        &**client,
+        store_id,
+        status.as_deref(),
+        sort,
+        desc,
+        after_ref,
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = if products.len() as i64 > limit {
+        products.truncate(limit as usize);
+        products
+            .last()
+            .map(|p| format!("{sort_name}~{}~{}", sort.key_of(p), p.id))
+    } else {
+        None
+    };
+    Ok(to_json(&ProductPage {
+        items: views(&products, fields.as_deref()),
+        next_cursor,
+    }))
+}
+
+/// The store's drop calendar: products whose sale window meets `[from, to]`, by start
+/// (default: the next seven days).
+#[utoipa::path(get, path = "/api/v1/drops", tag = "products", security(("bearer" = [])),
+    params(("from" = Option<String>, Query, description = "RFC 3339; default now"),
+        ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days"),
+        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
+    responses((status = 200, body = DropCalendar, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),
+            ("Content-Encoding" = String, description = "`br` or `gzip` when the client accepts it")))))]
+pub async fn drops(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.store_key(ANY_STORE_KEY)?;
+    let render = render_drops(&req, &state, &grant.store_id);
+    cached_listing(&req, &state, &grant.store_id, "drops", render).await
+}
+
+async fn render_drops(
+    req: &HttpRequest,
+    state: &AppState,
+    store_id: &str,
+) -> Result<web::Bytes, ApiError> {
+    let mut params = Params::parse(req.query_string())?;
+    let from = params.timestamp("from");
+    let to = params.timestamp("to");
+    let fields = params.fields(PRODUCT_FIELDS);
+    let limit = params.limit();
+    let cursor = params.text("cursor");
+    params.finish()?;
+    let after = match &cursor {
+        None => None,
+        Some(c) => Some(parse_drops_cursor(c).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "cursor",
+                "is not a cursor of this listing",
+            )])
+        })?),
+    };
+    let from = from.unwrap_or_else(Utc::now);
+    let to = to.unwrap_or(from + chrono::Duration::days(7));
+    if to < from || to - from > chrono::Duration::days(MAX_DROPS_SPAN_DAYS) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "to",
+            format!("must be after from, at most {MAX_DROPS_SPAN_DAYS} days later"),
+        )]));
+    }
+    let client = state.pool.get().await?;
+    let after_ref = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+    let mut products =
+        db::products::drops(&**client, store_id, from, to, after_ref, limit + 1).await?;
+    let next_cursor = if products.len() as i64 > limit {
+        products.truncate(limit as usize);
+        products.last().map(drops_cursor_of)
+    } else {
+        None
+    };
+    Ok(to_json(&DropCalendar {
+        items: views(&products, fields.as_deref()),
+        next_cursor,
+    }))
+}

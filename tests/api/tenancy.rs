@@ -1,0 +1,171 @@
+//! Tenants apart: nothing a key of store B does can evict, replace or slow store A's
+//! state; an unknown id costs at most a bounded negative-cache entry; idle products
+//! passivate and come back from the database.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{checkout_body, spawn_app, spawn_app_with, TestApp};
+
+/// A counter or gauge of `/metrics` (the line that starts with `series `).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn another_stores_probe_leaves_the_page_served_from_memory() {
+    let app = spawn_app().await;
+    let a = app.create_store().await;
+    let b = app.create_store().await;
+    let product = app.create_product(&a, 5, json!({})).await;
+    let path = format!("/api/v1/products/{product}");
+    assert_eq!(app.get(&path, &a.storefront).await.status(), 200);
+    // B asks for A's product (a 404), and its unknown-id actor lives out its linger.
+    for _ in 0..3 {
+        assert_eq!(app.get(&path, &b.storefront).await.status(), 404);
+        assert_eq!(
+            app.get(&format!("{path}/stock"), &b.storefront)
+                .await
+                .status(),
+            404
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A's page is still the published one: a read is a hit, not a miss. (The counter is
+    // the process's, shared with the tests running beside this one: a read whose window
+    // saw no miss at all proves it was served from memory; with the page gone, every
+    // read misses.)
+    let misses = r#"flashsale_cache_requests_total{cache="snapshot",result="miss"}"#;
+    let mut clean = 0;
+    for _ in 0..100 {
+        let before = metric(&app, misses).await;
+        assert_eq!(app.get(&path, &a.storefront).await.status(), 200);
+        if metric(&app, misses).await == before {
+            clean += 1;
+        }
+    }
+    assert!(
+        clean >= 2,
+        "only {clean} of 100 reads were served from memory after another store's probe"
+    );
+    // And A still sells, its gate intact.
+    let sold = app
+        .checkout(&a.storefront, "t1", &checkout_body(&product, 1, "c"))
+        .await;
+    assert_eq!(sold.status(), 201);
+}
+
+#[actix_web::test]
+async fn a_flood_of_unknown_ids_leaves_no_actors_behind() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let gauge = "flashsale_product_actors";
+    let loads = r#"flashsale_product_loads_total{cause="request"}"#;
+    let before = metric(&app, gauge).await;
+    let ids: Vec<String> = (0..2000).map(|i| format!("prd_unknown{i:05}")).collect();
+    let flood = |round: &'static str| {
+        let app = &app;
+        let ids = &ids;
+        let key = store.storefront.clone();
+        async move {
+            let client = &app.client;
+            let mut pending = futures_util::stream::iter(ids.iter().map(|id| {
+                let key = key.clone();
+                async move {
+                    let r = client
+                        .get(app.url(&format!("/api/v1/products/{id}")))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 404, "{round} {id}");
+                }
+            }))
+            .buffer_unordered(4);
+            use futures_util::StreamExt;
+            while pending.next().await.is_some() {}
+        }
+    };
+    flood("first").await;
+    // The same ids again at once: answered from the negative cache, no load each.
+    let loads_before = metric(&app, loads).await;
+    flood("again").await;
+    let reloaded = metric(&app, loads).await - loads_before;
+    assert!(
+        reloaded < 200.0,
+        "{reloaded} of 2000 known-missing ids loaded again"
+    );
+    // The actors that looked are gone after their linger.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = metric(&app, gauge).await - before;
+    assert!(
+        left < 100.0,
+        "{left} product actors left behind by the flood"
+    );
+}
+
+#[actix_web::test]
+async fn idle_products_passivate_and_come_back_from_the_database() {
+    let app = spawn_app_with(|s| {
+        s.product_idle_secs = 1;
+        s.request_deadline_ms = 3000;
+    })
+    .await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product(&store, 5, json!({"max_per_customer": 2}))
+        .await;
+    let path = format!("/api/v1/products/{product}");
+    let sold = app
+        .checkout(
+            &store.storefront,
+            "p1",
+            &checkout_body(&product, 2, "carol"),
+        )
+        .await;
+    assert_eq!(sold.status(), 201);
+    let passivations = "flashsale_product_passivations_total";
+    let before = metric(&app, passivations).await;
+    let mut passivated = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if metric(&app, passivations).await > before {
+            passivated = true;
+            break;
+        }
+    }
+    assert!(passivated, "the idle product never passivated");
+    // Back from the database with everything it knew: stock, the customer's count, the
+    // idempotency key's order.
+    let page: serde_json::Value = app
+        .get(&path, &store.storefront)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["stock_available"], 3);
+    let over = app
+        .checkout(
+            &store.storefront,
+            "p2",
+            &checkout_body(&product, 1, "carol"),
+        )
+        .await;
+    assert_eq!(over.status(), 409, "the per-customer count was lost");
+    let replay = app
+        .checkout(
+            &store.storefront,
+            "p1",
+            &checkout_body(&product, 2, "carol"),
+        )
+        .await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let (total, available, held, _) =
+        crate::helpers::stock_from_db(&app.db().await, &product).await;
+    assert_eq!((total, available, held), (5, 3, 2));
+}
