@@ -254,7 +254,11 @@ fn refuse_foreign_dir(dir: &Path) -> anyhow::Result<()> {
              process's user (uid {me}); remove it, or set FLASHSALE_DATA_DIR to a folder the \
              postgres user can reach",
             dir.display(),
-            if meta.file_type().is_dir() { "a folder" } else { "not a folder" },
+            if meta.file_type().is_dir() {
+                "a folder"
+            } else {
+                "not a folder"
+            },
             meta.uid()
         );
     }
