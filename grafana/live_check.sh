@@ -101,9 +101,13 @@ wait_for() {
 # 1. flashsale. Webhooks (where the binary has them) may reach the workload's receiver
 # on this machine, and retry within seconds, so that failed deliveries are seen.
 ADMIN_TOKEN=$(python3 -c 'import secrets; print("op_" + secrets.token_hex(24))')
+# /metrics is protected as in production: Prometheus sends the token from the file that
+# the shipped config names (metrics_token, beside it), the server requires it.
+METRICS_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
+(umask 077 && printf '%s\n' "$METRICS_TOKEN" >"$TMP/metrics_token")
 log "starting $FLASHSALE_BIN on $LIVE_LISTEN"
 FLASHSALE_LISTEN=$LIVE_LISTEN FLASHSALE_DATA_DIR=$TMP/data FLASHSALE_ADMIN_TOKEN=$ADMIN_TOKEN \
-    FLASHSALE_SEED_DEMO=false FLASHSALE_WEBHOOK_ALLOW_NETS=127.0.0.1/32 \
+    FLASHSALE_SEED_DEMO=false FLASHSALE_METRICS_TOKEN=$METRICS_TOKEN FLASHSALE_WEBHOOK_ALLOW_NETS=127.0.0.1/32 \
     FLASHSALE_WEBHOOK_RETRY_SCHEDULE=1,1 "$FLASHSALE_BIN" >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
@@ -124,6 +128,9 @@ PROM_PID=$!
 wait_for "$BASE/readyz" "$SERVER_PID" flashsale
 wait_for "$PROM/-/ready" "$PROM_PID" prometheus
 log "both ready after $((SECONDS - started)) s"
+metrics_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "$BASE/metrics" || true; }
+[[ $(metrics_status) == 401 ]] || die "/metrics answered without its token"
+[[ $(metrics_status -H "Authorization: Bearer $METRICS_TOKEN") == 200 ]] || die "/metrics refused its token"
 
 # 3. the workload
 # Bounded: a server that hangs fails the check instead of stalling CI.
