@@ -3,6 +3,10 @@
 # with a fresh private PostgreSQL (or DATABASE_URL), and measures with wrk:
 #   1. hot-SKU checkout   committed checkouts/s, p50/p99, non-201s, orders/DB tx
 #   2. /healthz           the reference; ratio checkout/healthz
+#   2b. hot-SKU checkout with an order.created webhook subscriber (a local
+#                         receiver, loadtests/webhook_receiver.py) in rounds
+#                         alternating with the same phase without one: ratio
+#                         with/without (target >= 0.8) and deliveries made
 #   3. sell-out           10,000 units, 100,000 one-shot buyers: time to sell out,
 #                         exactly-10,000 check; then refusals/s after sell-out vs
 #                         /healthz
@@ -342,7 +346,9 @@ done
 RUN_ID="b${STAMP}-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
 ADMIN_TOKEN=$(python3 -c 'import secrets; print("op_" + secrets.token_hex(24))')
 
-server_env=(FLASHSALE_LISTEN="$BENCH_LISTEN" FLASHSALE_ADMIN_TOKEN="$ADMIN_TOKEN")
+# The webhook phase's receiver listens on loopback: allowed explicitly.
+server_env=(FLASHSALE_LISTEN="$BENCH_LISTEN" FLASHSALE_ADMIN_TOKEN="$ADMIN_TOKEN"
+  FLASHSALE_WEBHOOK_ALLOW_NETS=127.0.0.0/8)
 if [[ -n ${DATABASE_URL:-} ]]; then
   log "using DATABASE_URL from the environment"
   db_desc="DATABASE_URL (external PostgreSQL)"
@@ -463,6 +469,39 @@ phase_list_50() {
 scrape_metrics metrics-before-checkout.txt
 in_rounds phase_healthz phase_checkout
 scrape_metrics metrics-after-checkout.txt
+
+# 2b: the hot SKU with an order.created subscriber, in rounds alternating with the
+# same phase on a store without one (each store its own hot product).
+RECEIVER_LOG="$OUT/webhook-receiver.log"
+python3 "$HERE/webhook_receiver.py" 127.0.0.1 0 >"$RECEIVER_LOG" 2>&1 &
+RECEIVER_PID=$!
+deadline=$((SECONDS + 10))
+until grep -q '^listening ' "$RECEIVER_LOG" 2>/dev/null; do
+  ((SECONDS < deadline)) || die "the webhook receiver did not start; see $RECEIVER_LOG"
+  sleep 0.2
+done
+RECEIVER_URL=$(sed -n 's/^listening //p' "$RECEIVER_LOG" | head -n 1)
+hooked=$(api POST /api/v1/stores "$ADMIN_TOKEN" 201 '{"name":"bench-hooked","plan":"enterprise"}')
+HSK=$(json_get api_keys.admin <<<"$hooked")
+HPK=$(json_get api_keys.storefront <<<"$hooked")
+api POST /api/v1/webhooks "$HSK" 201 "{\"url\":\"$RECEIVER_URL/hook\",\"events\":[\"order.created\"]}" >/dev/null
+hhot=$(api POST /api/v1/products "$HSK" 201 \
+  '{"sku":"hot-hooked","name":"Hot (hooked)","price_cents":1000,"currency":"EUR","stock":1000000000}')
+HHOT_ID=$(json_get id <<<"$hhot")
+phase_checkout_plain() {
+  run_wrk "checkout-plain-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
+}
+phase_checkout_hooked() {
+  run_wrk "checkout-hooked-r$1" checkout.lua "$ROUND_DURATION" FS_STOREFRONT_KEY="$HPK" FS_PRODUCT_ID="$HHOT_ID"
+}
+in_rounds phase_checkout_plain phase_checkout_hooked
+scrape_metrics metrics-after-webhooks.txt
+# Deliveries catch up after the load (bounded wait), then the receiver stops.
+hooked_created=$(python3 -c 'import json,sys; print(sum(json.load(open(f)).get("created", 0) for f in sys.argv[1:]))' "$OUT"/checkout-hooked-r*.json 2>/dev/null || echo 0)
+deadline=$((SECONDS + 60))
+while (( $(grep -c '^got ' "$RECEIVER_LOG" || true) < hooked_created && SECONDS < deadline )); do sleep 1; done
+echo "created=$hooked_created delivered=$(grep -c '^got ' "$RECEIVER_LOG" || true) distinct=$(grep '^got ' "$RECEIVER_LOG" | sort -u | wc -l)" >"$OUT/webhook-deliveries.txt"
+kill "$RECEIVER_PID" 2>/dev/null || true
 
 # 3: sell-out, exactly SELLOUT_BUYERS checkouts.
 DONE_DIR=$(mktemp -d /tmp/flashsale-bench-done.XXXXXX)
@@ -590,6 +629,24 @@ if None not in (b0, b1, o0, o1) and b1 > b0:
     per_tx = (o1 - o0) / (b1 - b0)
 per_tx_s = "n/a" if per_tx is None else f"{per_tx:.1f} ({n(o1 - o0)} orders / {n(b1 - b0)} transactions)"
 
+# 2b: checkouts/s with an order.created subscriber vs without, paired per round
+def paired(phase, ref, rate):
+    ratios = []
+    for r in range(1, rounds + 1):
+        p, h = load(f"{phase}-r{r}.json"), load(f"{ref}-r{r}.json")
+        if not p or not h or not rate(h):
+            return None, []
+        ratios.append(rate(p) / rate(h))
+    return statistics.median(ratios), ratios
+ck_plain, ck_hooked = load("checkout-plain.json"), load("checkout-hooked.json")
+hook_ratio, hook_rounds = paired("checkout-hooked", "checkout-plain", lambda p: p["created_per_s"])
+hook_deliv = {}
+try:
+    hook_deliv = dict(kv.split("=") for kv in open(os.path.join(out, "webhook-deliveries.txt")).read().split())
+except OSError:
+    warnings.append("no webhook-deliveries.txt")
+t_hook = mark(None if hook_ratio is None else hook_ratio >= 0.8)
+
 # 3
 created = so["created"] if so else None
 answered = so["answered"] if so else None
@@ -698,6 +755,7 @@ t_ref = mark(None if ref_ratio is None else ref_ratio >= 0.8)
 t_sold = mark(so is not None and sold_exactly)
 for label, t in (("hot SKU >= 20,000 checkouts/s", t_hot), ("checkout/healthz >= 0.35", t_ratio),
                  ("p99 < 50 ms", t_p99), ("refusals/healthz >= 0.8", t_ref),
+                 ("checkout with/without webhook subscriber >= 0.8", t_hook),
                  (f"exactly {stock:,} sold", t_sold), ("product-get/healthz >= 0.8", t_pg),
                  ("product-304/healthz >= 0.8", t_304), ("list-50/healthz >= 0.5", t_ls)):
     if t != "PASS":
@@ -719,6 +777,9 @@ lines = [
     f"| hot SKU: mean orders per DB transaction | {per_tx_s} | | |",
     f"| /healthz: requests/s, p50 / p99 | {n(hz_rate)}, {ms(hz and hz['latency_ms']['p50'])} / {ms(hz and hz['latency_ms']['p99'])} | | |",
     f"| ratio checkout / healthz | {ratio_cell(ratio, ratio_rounds)} | >= 0.35 | {t_ratio} |",
+    f"| hot SKU without / with an order.created subscriber: checkouts/s | {n(ck_plain and ck_plain['created_per_s'])} / {n(ck_hooked and ck_hooked['created_per_s'])} | | |",
+    f"| ratio with / without subscriber | {ratio_cell(hook_ratio, hook_rounds)} | >= 0.8 | {t_hook} |",
+    f"| webhook: orders created with subscriber / delivered (distinct) | {hook_deliv.get('created', 'n/a')} / {hook_deliv.get('distinct', 'n/a')} | all | |",
     f"| sell-out: time to the {stock:,}th 201 ({buyers:,} buyers) | {ms(so and so.get('sellout_ms'))} | | |",
     f"| sell-out: all {buyers:,} buyers answered after | {ms(so and so.get('all_answered_ms'))} | | |",
     f"| sell-out: 201s / stock_available after | {n(created)} / {n(avail)} | exactly {stock:,} / 0 | {t_sold} |",
@@ -777,6 +838,9 @@ with open(os.path.join(out, "summary.md"), "w") as f:
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump({"env": env, "checkout_per_s": co_rate, "healthz_per_s": hz_rate, "ratio": ratio,
                "p50_ms": p50, "p99_ms": p99, "orders_per_tx": per_tx,
+               "checkout_plain_per_s": ck_plain and ck_plain["created_per_s"],
+               "checkout_hooked_per_s": ck_hooked and ck_hooked["created_per_s"],
+               "webhook_ratio": hook_ratio, "webhook_deliveries": hook_deliv,
                "sellout_ms": so and so.get("sellout_ms"), "sellout_created": created,
                "sellout_stock_available": avail, "refusals_per_s": ref_rate,
                "healthz_before_refusal_per_s": hz2_rate, "refusal_ratio": ref_ratio,

@@ -14,6 +14,9 @@ use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
 
+/// PostgreSQL connections of the webhook dispatcher (claims, and attempts recorded
+/// concurrently).
+const DISPATCHER_POOL_SIZE: usize = 4;
 /// Seconds SIGTERM waits for requests in flight (and so their batches) to finish.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
@@ -37,7 +40,8 @@ impl Application {
             seed_demo(&pool).await?;
         }
         let writer_pool = db::create_pool(database_url, settings.batches_in_flight.max(1))?;
-        let actors = Actors::start(pool.clone(), writer_pool, settings);
+        let mut actors = Actors::start(pool.clone(), writer_pool, settings);
+        actors.start_dispatcher(db::create_pool(database_url, DISPATCHER_POOL_SIZE)?);
         wake_products_with_holds(&pool, &actors).await?;
         let state = web::Data::new(AppState::new(pool, actors, admin_token, settings));
         let listener = TcpListener::bind(settings.listen)

@@ -6,11 +6,13 @@
 //!   per-customer counts, used idempotency keys and rendered snapshot. Every decision
 //!   about a product's stock is made in its mailbox, one message at a time.
 //! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
+//! - [`dispatcher::Dispatcher`], one: delivers the outbox's events to webhook endpoints.
 //!
 //! Every mailbox is bounded. Messages carry a oneshot reply channel and are sent with
 //! `try_send`, so a full mailbox is an immediate 503 `overloaded`, never a queue without
 //! limit (`Addr::send` would wait for room; `do_send` ignores the bound).
 
+pub mod dispatcher;
 mod holds;
 pub mod limits;
 pub mod product;
@@ -98,6 +100,8 @@ pub struct Actors {
     settings: crate::config::Settings,
     /// The threads actors run on; stopped with the directory.
     arbiters: Vec<Arbiter>,
+    /// The webhook dispatcher, once started ([`Actors::start_dispatcher`]).
+    dispatcher: Option<Addr<dispatcher::Dispatcher>>,
 }
 
 impl Actors {
@@ -141,7 +145,30 @@ impl Actors {
             limits: RwLock::new(HashMap::new()),
             settings: settings.clone(),
             arbiters: all,
+            dispatcher: None,
         }
+    }
+
+    /// Starts the webhook dispatcher on a thread of its own, with its own `pool` (like
+    /// the writer's: its connections are driven by its thread).
+    pub fn start_dispatcher(&mut self, pool: Pool) {
+        let arbiter = Arbiter::new();
+        let actor = dispatcher::Dispatcher::new(pool, &self.settings);
+        let addr = dispatcher::Dispatcher::start_in_arbiter(&arbiter.handle(), |_| actor);
+        self.arbiters.push(arbiter);
+        self.dispatcher = Some(addr);
+    }
+
+    /// Makes the dispatcher look for due deliveries now; a full mailbox is fine (it is
+    /// about to look anyway).
+    pub fn wake_dispatcher(&self) {
+        if let Some(d) = &self.dispatcher {
+            let _ = d.try_send(dispatcher::Wake);
+        }
+    }
+
+    pub fn settings(&self) -> &crate::config::Settings {
+        &self.settings
     }
 
     pub fn pool(&self) -> &Pool {

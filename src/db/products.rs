@@ -161,18 +161,18 @@ pub async fn restock(
         "WITH restocked AS (
             UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3,
                                 updated_at = now()
-            WHERE id = $1 AND store_id = $2 RETURNING {PRODUCT_COLUMNS}
+            WHERE id = $1 AND store_id = $2 RETURNING products AS product, {PRODUCT_COLUMNS}
         ), events AS (
             INSERT INTO outbox_events (store_id, type, subject_id, data)
-            SELECT store_id, 'product.restocked', id,
-                   jsonb_build_object('product_id', id, 'quantity', $3::bigint, 'stock_total', stock_total)
+            SELECT store_id, 'product.restocked', id, webhook_product_json(product, now())
             FROM restocked
         )
         SELECT {PRODUCT_COLUMNS} FROM restocked"
     );
     Ok(client
         .query_opt(&sql, &[&id, &store_id, &quantity])
-        .await?
+        .await
+        .inspect(|_| super::webhooks::outbox_written())?
         .as_ref()
         .map(product_from_row))
 }

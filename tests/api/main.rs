@@ -15,3 +15,4 @@ mod outage;
 mod products;
 mod stampede;
 mod waiting_room;
+mod webhooks;
