@@ -134,7 +134,16 @@ impl Receiver {
     /// Waits (up to `limit`) until `n` distinct events were answered with a 2xx.
     pub async fn wait_delivered(&self, n: usize, limit: Duration) {
         let start = Instant::now();
+        let mut last_report = Instant::now();
         while self.delivered_count() < n {
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                println!(
+                    "{:?}: {} of {n} delivered",
+                    start.elapsed(),
+                    self.delivered_count()
+                );
+                last_report = Instant::now();
+            }
             assert!(
                 start.elapsed() < limit,
                 "gave up after {limit:?}: {} of {n} events delivered",

@@ -402,3 +402,61 @@ async fn events_are_listed_newest_first_by_type_and_pruned_after_the_retention()
         .get(0);
     assert_eq!(left, 2);
 }
+
+#[actix_web::test]
+async fn the_openapi_document_describes_the_webhook_routes_and_their_statuses() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+        responses.keys().cloned().collect()
+    };
+    for (path, method, expected) in [
+        (
+            "/api/v1/webhooks",
+            "post",
+            &["201", "401", "403", "409", "422", "429", "503"][..],
+        ),
+        ("/api/v1/webhooks", "get", &["200", "401", "403", "422"][..]),
+        ("/api/v1/webhooks/{id}", "get", &["200", "404"][..]),
+        ("/api/v1/webhooks/{id}", "patch", &["200", "404", "422"][..]),
+        ("/api/v1/webhooks/{id}", "delete", &["204", "404"][..]),
+        (
+            "/api/v1/webhooks/{id}/rotate-secret",
+            "post",
+            &["200", "404"][..],
+        ),
+        (
+            "/api/v1/webhooks/{id}/deliveries",
+            "get",
+            &["200", "404", "422"][..],
+        ),
+        (
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            "post",
+            &["202", "404"][..],
+        ),
+        ("/api/v1/events", "get", &["200", "422"][..]),
+    ] {
+        let documented = statuses(path, method);
+        for status in expected {
+            assert!(
+                documented.iter().any(|s| s == status),
+                "{method} {path}: no {status} in {documented:?}"
+            );
+        }
+    }
+    let retry_after =
+        &doc["paths"]["/api/v1/webhooks"]["post"]["responses"]["503"]["headers"]["Retry-After"];
+    assert!(retry_after.is_object(), "503 documents Retry-After");
+}
