@@ -592,6 +592,8 @@ pub async fn announce_drops(client: &impl GenericClient) -> Result<u64, tokio_po
                 UPDATE products p SET drop_live_for = p.sale_starts_at
                 WHERE p.sale_starts_at IS NOT NULL AND p.sale_starts_at <= now()
                   AND p.drop_live_for IS DISTINCT FROM p.sale_starts_at
+                  -- A product created on sale was never scheduled: no drop.live.
+                  AND p.sale_starts_at > p.created_at
                   AND (p.sale_ends_at IS NULL OR p.sale_ends_at > now())
                 RETURNING p AS product, p.id, p.store_id, p.sale_starts_at
             )

@@ -404,7 +404,10 @@ async fn a_hanging_receiver_times_out_and_other_endpoints_are_unaffected() {
     );
 }
 
+/// A timing claim: run alone (`.ci/run` does, after the suite), since on a shared
+/// machine the rest of the suite would be measured with it.
 #[actix_web::test]
+#[ignore = "timing: run alone with `cargo test --test api -- --ignored`"]
 async fn a_sell_out_of_10000_units_is_delivered_within_15_s() {
     let app = spawn_app_with(tune).await;
     let store = app.create_store().await;
