@@ -54,6 +54,7 @@ FLASHSALE_BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
 RESULTS_ROOT=${RESULTS_ROOT:-$HERE/results}
 
 SERVER_PID=""
+RECEIVER_PID=""
 DATA_DIR=""
 DONE_DIR=""
 OUT=""
@@ -145,6 +146,7 @@ cleanup() {
       warn "server exited with status $SERVER_STATUS after SIGTERM (the contract says 0)"
     fi
   fi
+  if [[ -n $RECEIVER_PID ]]; then kill "$RECEIVER_PID" 2>/dev/null || true; fi
   if [[ -n $DONE_DIR ]]; then rm -rf "$DONE_DIR"; fi
   if [[ -n $DATA_DIR ]]; then
     if [[ $KEEP_DATA == 1 ]]; then
@@ -502,6 +504,7 @@ deadline=$((SECONDS + 60))
 while (( $(grep -c '^got ' "$RECEIVER_LOG" || true) < hooked_created && SECONDS < deadline )); do sleep 1; done
 echo "created=$hooked_created delivered=$(grep -c '^got ' "$RECEIVER_LOG" || true) distinct=$(grep '^got ' "$RECEIVER_LOG" | sort -u | wc -l)" >"$OUT/webhook-deliveries.txt"
 kill "$RECEIVER_PID" 2>/dev/null || true
+RECEIVER_PID=""
 
 # 3: sell-out, exactly SELLOUT_BUYERS checkouts.
 DONE_DIR=$(mktemp -d /tmp/flashsale-bench-done.XXXXXX)
