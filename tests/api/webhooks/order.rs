@@ -61,18 +61,15 @@ async fn confirm_and_cancel_racing_keep_each_orders_events_in_order() {
             let cancel_path = format!("/api/v1/orders/{id}/cancel");
             let confirm_body = json!({"payment_reference": format!("pay_{i}")});
             let empty = json!({});
-            let (a, b) = futures_util::join!(
-                app.post(&confirm_path, admin, &confirm_body),
-                app.post(&cancel_path, admin, &empty)
-            );
-            (a.status().as_u16(), b.status().as_u16())
+            futures_util::join!(
+                answered(app, &confirm_path, admin, &confirm_body),
+                answered(app, &cancel_path, admin, &empty)
+            )
         });
     }
     for (a, b) in futures_util::future::join_all(racing).await {
-        // A confirm that meets a cancel in flight may answer 503 (nothing done); what
-        // happened is read from the database below.
-        assert!([200, 409, 503].contains(&a), "confirm {a}");
-        assert!([200, 503].contains(&b), "cancel {b}");
+        assert!(a == 200 || a == 409, "confirm {a}");
+        assert_eq!(b, 200, "cancel");
     }
     // What the database says happened, per order, in order.
     let db = app.db().await;
@@ -88,13 +85,7 @@ async fn confirm_and_cancel_racing_keep_each_orders_events_in_order() {
         expected.entry(r.get(0)).or_default().push(r.get(1));
     }
     let total = rows.len();
-    // Under load some confirms and cancels answer 503 (nothing done); enough must
-    // have happened for the order of events to be tested.
-    let changed = expected.values().filter(|e| e.len() >= 2).count();
-    assert!(
-        changed >= 10,
-        "only {changed} orders changed: {total} events"
-    );
+    assert!(total >= 90, "{total} events");
     let got = receiver
         .wait_for(Duration::from_secs(30), |g| {
             g.iter().filter(|g| g.answered == 200).count() >= total
@@ -117,6 +108,22 @@ async fn confirm_and_cancel_racing_keep_each_orders_events_in_order() {
     }
     assert_eq!(arrived, expected);
     for (order, events) in &expected {
-        assert!((1..=3).contains(&events.len()), "{order}: {events:?}");
+        assert!(
+            events.len() == 2 || events.len() == 3,
+            "{order}: {events:?}"
+        );
     }
+}
+
+/// A POST retried while it answers 503 (nothing was done; a client tries again), as a
+/// back office would: its final status.
+async fn answered(app: &crate::helpers::TestApp, path: &str, token: &str, body: &Value) -> u16 {
+    for _ in 0..30 {
+        let status = app.post(path, token, body).await.status().as_u16();
+        if status != 503 {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("POST {path} answered 503 thirty times");
 }
