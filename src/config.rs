@@ -36,6 +36,12 @@
 //! | `FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 5000 | PostgreSQL `idle_in_transaction_session_timeout` |
 //! | `FLASHSALE_DB_KEEPALIVE_SECS` | 10 | TCP keepalive idle time of every database connection |
 //! | `FLASHSALE_PRODUCT_IDLE_SECS` | 60 | an idle product actor passivates after this (0: never) |
+//! | `FLASHSALE_WEBHOOK_RETRY_SCHEDULE` | `5,300,1800,7200,18000,36000,36000` | seconds between webhook attempts (±20 % jitter) |
+//! | `FLASHSALE_WEBHOOK_DISABLE_AFTER_HOURS` | 120 | an endpoint failing every attempt this long is disabled |
+//! | `FLASHSALE_WEBHOOK_ALLOW_NETS` | none | CIDRs webhook URLs may reach although loopback or private |
+//! | `FLASHSALE_WEBHOOK_MAX_PER_STORE` | 16 | webhook endpoints a store may have |
+//! | `FLASHSALE_WEBHOOK_RETENTION_DAYS` | 30 | how long events and deliveries are kept (`/events`) |
+//! | `FLASHSALE_WEBHOOK_TIMEOUT_MS` | 10000 | how long a delivery waits for its 2xx |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! and the OpenTelemetry variables listed in [`ENVIRONMENT_HELP`] (read by `telemetry.rs`
@@ -63,6 +69,11 @@ pub const DEFAULT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_DB_KEEPALIVE_SECS: u64 = 10;
 /// Slack kept between the end of the database work budget and the answer deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+pub const DEFAULT_WEBHOOK_RETRY_SCHEDULE: &str = "5,300,1800,7200,18000,36000,36000";
+pub const DEFAULT_WEBHOOK_DISABLE_AFTER_HOURS: f64 = 120.0;
+pub const DEFAULT_WEBHOOK_MAX_PER_STORE: usize = 16;
+pub const DEFAULT_WEBHOOK_RETENTION_DAYS: f64 = 30.0;
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -239,6 +250,33 @@ pub struct Settings {
     /// again from PostgreSQL. At least twice the work budget. 0: never.
     #[arg(long, env = "FLASHSALE_PRODUCT_IDLE_SECS", default_value_t = DEFAULT_PRODUCT_IDLE_SECS)]
     pub product_idle_secs: u64,
+
+    /// Seconds between webhook delivery attempts, comma-separated; each is jittered by
+    /// ±20 %, and after the last failed attempt the delivery is `failed`.
+    #[arg(long, env = "FLASHSALE_WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_WEBHOOK_RETRY_SCHEDULE,
+          value_parser = crate::domain::webhook::RetrySchedule::parse)]
+    pub webhook_retry_schedule: crate::domain::webhook::RetrySchedule,
+
+    /// Hours a webhook endpoint may fail every attempt before it is disabled.
+    #[arg(long, env = "FLASHSALE_WEBHOOK_DISABLE_AFTER_HOURS", default_value_t = DEFAULT_WEBHOOK_DISABLE_AFTER_HOURS)]
+    pub webhook_disable_after_hours: f64,
+
+    /// CIDRs (comma-separated) that webhook URLs may reach although they are loopback,
+    /// private, link-local or unique-local (default: none).
+    #[arg(long, env = "FLASHSALE_WEBHOOK_ALLOW_NETS", value_delimiter = ',')]
+    pub webhook_allow_nets: Vec<ipnet::IpNet>,
+
+    /// Webhook endpoints a store may have; one more is 409 webhook_limit_reached.
+    #[arg(long, env = "FLASHSALE_WEBHOOK_MAX_PER_STORE", default_value_t = DEFAULT_WEBHOOK_MAX_PER_STORE)]
+    pub webhook_max_per_store: usize,
+
+    /// Days events and finished deliveries are kept (what GET /api/v1/events can show).
+    #[arg(long, env = "FLASHSALE_WEBHOOK_RETENTION_DAYS", default_value_t = DEFAULT_WEBHOOK_RETENTION_DAYS)]
+    pub webhook_retention_days: f64,
+
+    /// Milliseconds a webhook delivery waits for its answer before it counts as failed.
+    #[arg(long, env = "FLASHSALE_WEBHOOK_TIMEOUT_MS", default_value_t = DEFAULT_WEBHOOK_TIMEOUT_MS)]
+    pub webhook_timeout_ms: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,

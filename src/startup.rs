@@ -14,6 +14,9 @@ use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
 
+/// PostgreSQL connections of the webhook dispatcher (claims, and attempts recorded
+/// concurrently).
+const DISPATCHER_POOL_SIZE: usize = 4;
 /// Seconds SIGTERM waits for requests in flight (and so their batches) to finish.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
@@ -40,7 +43,12 @@ impl Application {
         let writer_pool =
             db::create_serving_pool(database_url, settings.batches_in_flight.max(1), settings)?;
         let probe_pool = db::create_serving_pool(database_url, 1, settings)?;
-        let actors = Actors::start(pool.clone(), writer_pool, probe_pool, settings);
+        let mut actors = Actors::start(pool.clone(), writer_pool, probe_pool, settings);
+        actors.start_dispatcher(db::create_serving_pool(
+            database_url,
+            DISPATCHER_POOL_SIZE,
+            settings,
+        )?);
         let state = web::Data::new(AppState::new(pool.clone(), actors, admin_token, settings));
         wake_products_with_holds(
             &pool,

@@ -67,6 +67,9 @@ macro_rules! db_span {
     }};
 }
 
+/// One webhook delivery attempt (the dispatcher's POST).
+pub const SPAN_WEBHOOK_DELIVERY: &str = "webhook.delivery";
+
 /// What the OpenTelemetry layer records: every hop of this crate.
 const TRACE_FILTER: &str = "flashsale=debug";
 
@@ -154,4 +157,20 @@ pub fn extract_parent(headers: &actix_web::http::header::HeaderMap) -> opentelem
         }
     }
     TraceContextPropagator::new().extract(&Carrier(headers))
+}
+
+/// The W3C `traceparent` of `span`, for an outgoing request (a webhook delivery). Without
+/// an OpenTelemetry layer the span has no context, and a fresh, unsampled trace id is
+/// made, so that a receiver can still correlate its logs with ours.
+pub fn traceparent(span: &tracing::Span) -> String {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent").unwrap_or_else(|| {
+        format!(
+            "00-{}-{}-00",
+            hex::encode(rand::random::<[u8; 16]>()),
+            hex::encode(rand::random::<[u8; 8]>())
+        )
+    })
 }

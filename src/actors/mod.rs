@@ -6,6 +6,7 @@
 //!   per-customer counts, used idempotency keys and rendered snapshot. Every decision
 //!   about a product's stock is made in its mailbox, one message at a time.
 //! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
+//! - [`dispatcher::Dispatcher`], one: delivers the outbox's events to webhook endpoints.
 //!
 //! Every mailbox is bounded, and every message carries its deadline: both are one
 //! mechanism, [`mailbox`], used by the directory for every hop. Messages carry a oneshot
@@ -13,6 +14,7 @@
 //! limit, and a message whose caller has gone or whose time has passed is dropped before
 //! it takes stock or reaches the database.
 
+pub mod dispatcher;
 pub mod limits;
 pub mod mailbox;
 pub mod product;
@@ -124,6 +126,8 @@ pub struct Actors {
     settings: crate::config::Settings,
     /// The threads actors run on; stopped with the directory.
     arbiters: Vec<Arbiter>,
+    /// The webhook dispatcher, once started ([`Actors::start_dispatcher`]).
+    dispatcher: Option<Addr<dispatcher::Dispatcher>>,
 }
 
 impl Actors {
@@ -182,7 +186,30 @@ impl Actors {
             limits: RwLock::new(HashMap::new()),
             settings: settings.clone(),
             arbiters: all,
+            dispatcher: None,
         }
+    }
+
+    /// Starts the webhook dispatcher on a thread of its own, with its own `pool` (like
+    /// the writer's: its connections are driven by its thread).
+    pub fn start_dispatcher(&mut self, pool: Pool) {
+        let arbiter = Arbiter::new();
+        let actor = dispatcher::Dispatcher::new(pool, &self.settings);
+        let addr = dispatcher::Dispatcher::start_in_arbiter(&arbiter.handle(), |_| actor);
+        self.arbiters.push(arbiter);
+        self.dispatcher = Some(addr);
+    }
+
+    /// Makes the dispatcher look for due deliveries now; a full mailbox is fine (it is
+    /// about to look anyway).
+    pub fn wake_dispatcher(&self) {
+        if let Some(d) = &self.dispatcher {
+            let _ = d.try_send(dispatcher::Wake);
+        }
+    }
+
+    pub fn settings(&self) -> &crate::config::Settings {
+        &self.settings
     }
 
     pub fn pool(&self) -> &Pool {

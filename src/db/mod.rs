@@ -6,6 +6,7 @@ pub mod health;
 pub mod orders;
 pub mod products;
 pub mod stores;
+pub mod webhooks;
 
 use std::future::Future;
 

@@ -59,10 +59,12 @@ WITH input AS (
 ), events AS (
     INSERT INTO outbox_events (store_id, type, subject_id, data, created_at)
     SELECT i.store_id, 'order.created', i.id,
-           jsonb_build_object('order_id', i.id, 'product_id', i.product_id, 'customer_id', i.customer_id,
-                              'quantity', i.quantity, 'status', i.status,
-                              'total_cents', i.unit_price_cents * i.quantity, 'currency', i.currency,
-                              'expires_at', i.expires_at),
+           jsonb_build_object('id', i.id, 'store_id', i.store_id, 'product_id', i.product_id,
+                              'customer_id', i.customer_id, 'quantity', i.quantity,
+                              'unit_price_cents', i.unit_price_cents, 'currency', i.currency,
+                              'total_cents', i.unit_price_cents * i.quantity, 'status', i.status,
+                              'expires_at', webhook_time(i.expires_at),
+                              'created_at', webhook_time(i.created_at)),
            i.created_at
     FROM input i JOIN inserted USING (id)
 )
@@ -81,10 +83,10 @@ WITH taken AS (
     SET stock_available = p.stock_available - taken.quantity, updated_at = now()
     FROM unnest($1::text[], $2::bigint[]) AS taken(id, quantity)
     WHERE p.id = taken.id
-    RETURNING p.id, p.store_id, p.stock_total, p.stock_available
+    RETURNING p AS product, p.id, p.store_id, p.stock_available
 )
 INSERT INTO outbox_events (store_id, type, subject_id, data)
-SELECT store_id, 'product.sold_out', id, jsonb_build_object('product_id', id, 'stock_total', stock_total)
+SELECT store_id, 'product.sold_out', id, webhook_product_json(product, now())
 FROM taken WHERE stock_available = 0";
 
 /// Which PostgreSQL backend ran a batch (pid and start time: a pid alone may be reused
@@ -290,7 +292,10 @@ pub async fn insert_batch(
     progress.commit_sent.set(true);
     let (locked, took, committed) = tokio::join!(lock_rows, take_stock, commit);
     match (locked.and(took), committed) {
-        (Ok(()), Ok(())) => Ok(inserted),
+        (Ok(()), Ok(())) => {
+            super::webhooks::outbox_written();
+            Ok(inserted)
+        }
         // PostgreSQL answered a statement before COMMIT with an error (even a FATAL one,
         // which ends the backend there): the transaction aborted, and the COMMIT behind
         // it could not commit.
@@ -396,9 +401,12 @@ pub async fn transition_orders(
         ), events AS (
             INSERT INTO outbox_events (store_id, type, subject_id, data)
             SELECT store_id, 'order.' || status, id,
-                   jsonb_build_object('order_id', id, 'product_id', product_id,
+                   jsonb_build_object('id', id, 'store_id', store_id, 'product_id', product_id,
                                       'customer_id', customer_id, 'quantity', quantity,
-                                      'status', status)
+                                      'unit_price_cents', unit_price_cents, 'currency', currency,
+                                      'total_cents', total_cents, 'status', status,
+                                      'expires_at', webhook_time(expires_at),
+                                      'created_at', webhook_time(created_at))
             FROM changed
         )
         SELECT {ORDER_COLUMNS} FROM changed"
@@ -416,6 +424,7 @@ pub async fn transition_orders(
             ],
         )
         .await?;
+    super::webhooks::outbox_written();
     Ok(rows.iter().map(order_from_row).collect())
 }
 

@@ -185,11 +185,10 @@ pub async fn restock(
             UPDATE products SET stock_total = stock_total + $3, stock_available = stock_available + $3,
                                 updated_at = now()
             WHERE id = $1 AND store_id = $2 AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM claimed))
-            RETURNING {PRODUCT_COLUMNS}
+            RETURNING products AS product, {PRODUCT_COLUMNS}
         ), events AS (
             INSERT INTO outbox_events (store_id, type, subject_id, data)
-            SELECT store_id, 'product.restocked', id,
-                   jsonb_build_object('product_id', id, 'quantity', $3::bigint, 'stock_total', stock_total)
+            SELECT store_id, 'product.restocked', id, webhook_product_json(product, now())
             FROM restocked
         )
         SELECT {PRODUCT_COLUMNS}, true AS applied, NULL::text AS prior_product, NULL::bigint AS prior_quantity
@@ -206,6 +205,7 @@ pub async fn restock(
     };
     let product = product_from_row(&row);
     if row.get::<_, bool>("applied") {
+        super::webhooks::outbox_written();
         return Ok(Restocked::Applied(product));
     }
     let prior: (Option<String>, Option<i64>) =

@@ -6,3 +6,4 @@ pub mod order;
 pub mod product;
 pub mod validate;
 pub mod waiting_room;
+pub mod webhook;

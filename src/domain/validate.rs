@@ -163,6 +163,35 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A non-empty array of strings, each one of `allowed`; duplicates are dropped.
+    pub fn string_set(
+        &mut self,
+        name: &'static str,
+        presence: Presence,
+        allowed: &[&str],
+    ) -> Option<Vec<String>> {
+        let value = self.raw(name, presence)?;
+        let Some(items) = value.as_array().filter(|a| !a.is_empty()) else {
+            self.fail(name, "must be a non-empty array of strings");
+            return None;
+        };
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            match item.as_str() {
+                Some(s) if allowed.contains(&s) => {
+                    if !out.iter().any(|o| o == s) {
+                        out.push(s.to_owned());
+                    }
+                }
+                _ => {
+                    self.fail(name, format!("each must be one of: {}", allowed.join(", ")));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// A nested object, read by `read` with its own `Fields`.
     pub fn object<T>(
         &mut self,

@@ -45,6 +45,13 @@ pub enum ApiError {
     /// 422 `validation_failed`, naming the fields.
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// 422 with a specific code (`webhook_url_forbidden`): well-formed, but refused.
+    #[error("{detail}")]
+    Unprocessable {
+        code: &'static str,
+        title: &'static str,
+        detail: String,
+    },
     /// 422 `idempotency_key_reused`: the key came with another request before.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
@@ -90,6 +97,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Validation(_) => "validation_failed",
+            ApiError::Unprocessable { code, .. } => code,
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded => "overloaded",
@@ -109,6 +117,7 @@ impl ApiError {
             ApiError::Conflict { title, .. } => title,
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::Validation(_) => "Validation failed",
+            ApiError::Unprocessable { title, .. } => title,
             ApiError::IdempotencyKeyReused => "Idempotency key reused",
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::Overloaded => "Overloaded",
@@ -257,9 +266,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation(_)
+            | ApiError::Unprocessable { .. }
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::Unavailable | ApiError::OutcomeUnknown => {
                 StatusCode::SERVICE_UNAVAILABLE

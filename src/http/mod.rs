@@ -17,6 +17,7 @@ pub mod products;
 pub mod query;
 pub mod queue;
 pub mod stores;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -255,11 +256,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource(API, "/orders/{id}/confirm").route(web::post().to(orders::confirm)),
                 )
-                .service(
-                    resource(API, "/orders/{id}/cancel").route(web::post().to(orders::cancel)),
-                ),
+                .service(resource(API, "/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+                .configure(configure_webhooks),
         )
         .default_service(web::to(not_found));
+}
+
+/// The webhook routes (`webhooks.rs`).
+fn configure_webhooks(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource(API, "/webhooks")
+            .route(web::post().to(webhooks::create))
+            .route(web::get().to(webhooks::list)),
+    )
+    .service(
+        resource(API, "/webhooks/{id}")
+            .route(web::get().to(webhooks::get))
+            .route(web::patch().to(webhooks::patch))
+            .route(web::delete().to(webhooks::delete)),
+    )
+    .service(
+        resource(API, "/webhooks/{id}/rotate-secret")
+            .route(web::post().to(webhooks::rotate_secret)),
+    )
+    .service(resource(API, "/webhooks/{id}/deliveries").route(web::get().to(webhooks::deliveries)))
+    .service(
+        resource(API, "/webhooks/{id}/deliveries/{delivery_id}/retry")
+            .route(web::post().to(webhooks::retry)),
+    )
+    .service(resource(API, "/events").route(web::get().to(webhooks::events)));
 }
 
 const API: &str = "/api/v1";

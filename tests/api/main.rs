@@ -26,3 +26,4 @@ mod stampede;
 mod stuck;
 mod tenancy;
 mod waiting_room;
+mod webhooks;
