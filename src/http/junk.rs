@@ -30,12 +30,14 @@ pub fn check_request(path: &str, query: &str) -> Result<(), ApiError> {
 /// Every segment of an `/api/v1/` path is a literal word or an id: both fit
 /// [`is_plausible_id`] (undecoded, since no id has a character that needs escaping).
 fn check_path(path: &str) -> Result<(), ApiError> {
+    // The routes' own segments that are not shaped like an id.
+    const LITERALS: [&str; 2] = ["openapi.json", "rotate-secret"];
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return Ok(());
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let junk = segments.iter().position(|segment| {
-        !segment.is_empty() && !is_plausible_id(segment) && *segment != "openapi.json"
+        !segment.is_empty() && !is_plausible_id(segment) && !LITERALS.contains(segment)
     });
     match junk {
         None => Ok(()),
@@ -45,6 +47,8 @@ fn check_path(path: &str) -> Result<(), ApiError> {
             Some("products") => ApiError::NotFound("product_not_found", "no such product"),
             Some("orders") => ApiError::NotFound("order_not_found", "no such order"),
             Some("stores") => ApiError::NotFound("store_not_found", "no such store"),
+            Some("webhooks") => ApiError::NotFound("webhook_not_found", "no such webhook endpoint"),
+            Some("deliveries") => ApiError::NotFound("delivery_not_found", "no such delivery"),
             _ => ApiError::NotFound("not_found", "no such resource"),
         }),
     }

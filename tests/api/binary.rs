@@ -52,7 +52,7 @@ impl Binary {
         Binary {
             child,
             base,
-            client: reqwest::Client::new(),
+            client: crate::helpers::http_client(),
         }
     }
 

@@ -17,15 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_flashsale");
 /// fails until it is taken off this list, so the list cannot go stale.
 const PENDING: &[(&str, &str)] = &[
     ("POST", "/api/v1/products/{}/checkout"),
-    ("POST", "/api/v1/webhooks"),
-    ("GET", "/api/v1/webhooks"),
-    ("GET", "/api/v1/webhooks/{}"),
-    ("PATCH", "/api/v1/webhooks/{}"),
-    ("DELETE", "/api/v1/webhooks/{}"),
-    ("POST", "/api/v1/webhooks/{}/rotate-secret"),
-    ("GET", "/api/v1/webhooks/{}/deliveries"),
-    ("POST", "/api/v1/webhooks/{}/deliveries/{}/retry"),
-    ("GET", "/api/v1/events"),
     ("GET", "/api/v1/cluster"),
 ];
 

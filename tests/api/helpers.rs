@@ -172,7 +172,7 @@ pub async fn spawn_app_on(db_url: &str, tune: impl FnOnce(&mut Settings)) -> Tes
         address,
         db_url: db_url.to_owned(),
         admin_token,
-        client: reqwest::Client::new(),
+        client: http_client(),
         handle,
     }
 }
@@ -462,4 +462,14 @@ pub async fn gets_while_locked(
         .into_iter()
         .map(|r| r.unwrap())
         .collect()
+}
+
+/// An HTTP client for a test's requests: clones of one client, made once per process.
+/// Building a reqwest client loads the TLS roots (about 90 ms in a debug build), which
+/// would stall a single-threaded test runtime for seconds when a test makes one per
+/// simulated connection; clones share one pool, which still opens a connection for
+/// every request in flight, so N concurrent requesters are still N connections.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
 }

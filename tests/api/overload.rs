@@ -67,7 +67,7 @@ async fn a_blocked_product_flooded_with_ten_times_its_capacity_refuses_the_exces
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let flood = 10 * CAPACITY;
-    let clients: Vec<reqwest::Client> = (0..64).map(|_| reqwest::Client::new()).collect();
+    let clients: Vec<reqwest::Client> = (0..64).map(|_| crate::helpers::http_client()).collect();
     let app = Arc::new(app);
     let tasks: Vec<_> = (0..flood)
         .map(|i| {
@@ -160,7 +160,7 @@ async fn floods_of_bad_tokens_and_readyz_never_cost_a_buyer_a_503() {
         let (app, stop, flooded) = (app.clone(), stop.clone(), flooded.clone());
         let product = shop.product.clone();
         floods.push(actix_web::rt::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::helpers::http_client();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let request = if i < 64 {

@@ -16,7 +16,9 @@ async fn stampede(
     connections: usize,
     quantity: impl Fn(usize) -> i64,
 ) -> Vec<(u16, String)> {
-    let clients: Vec<reqwest::Client> = (0..connections).map(|_| reqwest::Client::new()).collect();
+    let clients: Vec<reqwest::Client> = (0..connections)
+        .map(|_| crate::helpers::http_client())
+        .collect();
     let url = app.url("/api/v1/checkout");
     let tasks = (0..buyers).map(|i| {
         let client = clients[i % connections].clone();

@@ -71,7 +71,7 @@ async fn a_stuck_row_gets_honest_answers_within_the_deadline_and_sales_resume() 
             let (app, shop) = (app.clone(), shop.clone());
             actix_web::rt::spawn(async move {
                 let started = Instant::now();
-                let client = reqwest::Client::new();
+                let client = crate::helpers::http_client();
                 let a = app
                     .checkout(
                         &client,
@@ -204,7 +204,7 @@ async fn lost_commits_under_load_never_lie() {
             killed
         })
     };
-    let clients: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
+    let clients: Vec<reqwest::Client> = (0..16).map(|_| crate::helpers::http_client()).collect();
     let tasks: Vec<_> = (0..400)
         .map(|i| {
             let client = clients[i % 16].clone();
