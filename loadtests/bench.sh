@@ -3,6 +3,10 @@
 # with a fresh private PostgreSQL (or DATABASE_URL), and measures with wrk:
 #   1. hot-SKU checkout   committed checkouts/s, p50/p99, non-201s, orders/DB tx
 #   2. /healthz           the reference; ratio checkout/healthz
+#   2b. hot-SKU checkout with an order.created webhook subscriber (a local
+#                         receiver, loadtests/webhook_receiver.py) in rounds
+#                         alternating with the same phase without one: ratio
+#                         with/without (target >= 0.8) and deliveries made
 #   3. sell-out           10,000 units, 100,000 one-shot buyers: time to sell out,
 #                         exactly-10,000 check; then refusals/s after sell-out vs
 #                         /healthz
@@ -10,7 +14,8 @@
 #                         If-None-Match (product-304), a page of 50 products with
 #                         gzip (list-50), each vs /healthz
 # Every phase compared with /healthz runs in ROUNDS rounds alternating with its
-# /healthz reference (DURATION/ROUNDS each); the rounds are merged. The summary
+# /healthz reference (DURATION/ROUNDS each), 2b's two sides with each other; the
+# rounds are merged. The summary
 # also gives the server's and the private PostgreSQL's CPU per request in each phase.
 # Results: a Markdown summary on stdout and in loadtests/results/<timestamp>/
 # together with the raw wrk outputs, /metrics scrapes and the server log.
@@ -138,6 +143,12 @@ phase_healthz() { run_wrk "healthz-r$1" healthz.lua "$ROUND_DURATION"; }
 phase_checkout() {
   run_wrk "checkout-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
 }
+phase_checkout_plain() {
+  run_wrk "checkout-plain-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
+}
+phase_checkout_hooked() {
+  run_wrk "checkout-hooked-r$1" checkout.lua "$ROUND_DURATION" FS_STOREFRONT_KEY="$HPK" FS_PRODUCT_ID="$HHOT_ID"
+}
 phase_healthz_refusal() { run_wrk "healthz-refusal-r$1" healthz.lua "$ROUND_DURATION"; }
 phase_refusal() {
   run_wrk "refusal-r$1" checkout.lua "$ROUND_DURATION" "${checkout_env[@]}" FS_PRODUCT_ID="$SELL_ID"
@@ -159,6 +170,22 @@ phase_list_50() {
 scrape_metrics metrics-before-checkout.txt
 in_rounds phase_healthz phase_checkout
 scrape_metrics metrics-after-checkout.txt
+
+# 2b: the hot SKU with an order.created subscriber, in rounds alternating with the
+# same phase on a store without one (each store its own hot product).
+RECEIVER_LOG="$OUT/webhook-receiver.log"
+start_receiver "$RECEIVER_LOG"
+create_store bench-hooked HSK HPK
+api POST /api/v1/webhooks "$HSK" 201 "{\"url\":\"$RECEIVER_URL/hook\",\"events\":[\"order.created\"]}" >/dev/null
+HHOT_ID=$(create_product hot-hooked "Hot (hooked)" 1000000000 "$HSK")
+in_rounds phase_checkout_plain phase_checkout_hooked
+scrape_metrics metrics-after-webhooks.txt
+# Deliveries catch up after the load (bounded wait), then the receiver stops.
+hooked_created=$(python3 -c 'import json,sys; print(sum(json.load(open(f)).get("created", 0) for f in sys.argv[1:]))' "$OUT"/checkout-hooked-r*.json 2>/dev/null || echo 0)
+deadline=$((SECONDS + 60))
+while (($(grep -c '^got ' "$RECEIVER_LOG" || true) < hooked_created && SECONDS < deadline)); do sleep 1; done
+echo "created=$hooked_created delivered=$(grep -c '^got ' "$RECEIVER_LOG" || true) distinct=$(grep '^got ' "$RECEIVER_LOG" | sort -u | wc -l)" >"$OUT/webhook-deliveries.txt"
+stop_receiver
 
 # 3: sell-out, exactly SELLOUT_BUYERS checkouts.
 DONE_DIR=$(mktemp -d /tmp/flashsale-bench-done.XXXXXX)

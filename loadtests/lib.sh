@@ -42,6 +42,7 @@ SERVERS=()
 declare -A SRV_PID=() SRV_DATA=() SRV_BASE=() SRV_LOG=()
 DONE_DIR=""
 OUT=""
+RECEIVER_PID=""
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[bench %s] WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -152,6 +153,7 @@ cleanup() {
       fi
     fi
   done
+  stop_receiver
   if [[ -n $DONE_DIR ]]; then rm -rf "$DONE_DIR"; fi
   for label in "${SERVERS[@]}"; do
     dir=${SRV_DATA[$label]}
@@ -194,7 +196,9 @@ server_died() {
 
 # launch_server LABEL BIN LISTEN LOG: starts BIN on LISTEN with a random operator token
 # (ADMIN_TOKEN, shared by all servers of the run) and a private PostgreSQL in a fresh
-# temp dir, or DATABASE_URL if set; its output goes to LOG. LABEL is "server" when
+# temp dir, or DATABASE_URL if set; its output goes to LOG. Webhook URLs on loopback
+# are allowed (FLASHSALE_WEBHOOK_ALLOW_NETS): the receiver of bench.sh's phase 2b
+# (start_receiver) listens on 127.0.0.1. LABEL is "server" when
 # there is only one. Then wait_ready LABEL (two servers can start at the same time).
 launch_server() {
   local label=$1 bin=$2 listen=$3 log=$4 data="" name
@@ -204,7 +208,8 @@ launch_server() {
     die "something already answers on $listen; stop it or choose another port (BENCH_LISTEN, BASELINE_LISTEN)"
   fi
   [[ -n ${ADMIN_TOKEN:-} ]] || ADMIN_TOKEN=$(python3 -c 'import secrets; print("op_" + secrets.token_hex(24))')
-  local env_=(FLASHSALE_LISTEN="$listen" FLASHSALE_ADMIN_TOKEN="$ADMIN_TOKEN")
+  local env_=(FLASHSALE_LISTEN="$listen" FLASHSALE_ADMIN_TOKEN="$ADMIN_TOKEN"
+    FLASHSALE_WEBHOOK_ALLOW_NETS=127.0.0.0/8)
   if [[ -z ${DATABASE_URL:-} ]]; then
     data=$(mktemp -d /tmp/flashsale-bench.XXXXXX)
     chmod 755 "$data" # the private PostgreSQL may run as the postgres user
@@ -272,22 +277,50 @@ print(v if isinstance(v, str) else json.dumps(v))
 ' "$1" || die "could not read '$1' from a JSON response"
 }
 
-# shellcheck disable=SC2034 # SK and PK are read by the scripts that source this
-# create_store: as operator, a store on the enterprise plan; sets SK (admin key) and PK
-# (storefront key).
+# create_store [NAME [SK_VAR PK_VAR]]: as operator, a store NAME (default bench) on the
+# enterprise plan; sets SK_VAR (default SK: the admin key) and PK_VAR (default PK: the
+# storefront key).
 create_store() {
-  local store
-  store=$(api POST /api/v1/stores "$ADMIN_TOKEN" 201 '{"name":"bench","plan":"enterprise"}')
-  SK=$(json_get api_keys.admin <<<"$store")
-  PK=$(json_get api_keys.storefront <<<"$store")
+  local name=${1:-bench} sk_var=${2:-SK} pk_var=${3:-PK} store key
+  store=$(api POST /api/v1/stores "$ADMIN_TOKEN" 201 "{\"name\":\"$name\",\"plan\":\"enterprise\"}")
+  key=$(json_get api_keys.admin <<<"$store")
+  printf -v "$sk_var" '%s' "$key"
+  key=$(json_get api_keys.storefront <<<"$store")
+  printf -v "$pk_var" '%s' "$key"
 }
 
-# create_product SKU NAME STOCK -> the new product's id on stdout (admin key SK)
+# create_product SKU NAME STOCK [ADMIN_KEY] -> the new product's id on stdout (admin
+# key: ADMIN_KEY, default SK)
 create_product() {
   local made
-  made=$(api POST /api/v1/products "$SK" 201 \
+  made=$(api POST /api/v1/products "${4:-$SK}" 201 \
     "{\"sku\":\"$1\",\"name\":\"$2\",\"price_cents\":1000,\"currency\":\"EUR\",\"stock\":$3}")
   json_get id <<<"$made"
+}
+
+# start_receiver LOG: starts loadtests/webhook_receiver.py on 127.0.0.1 (any port), its
+# output to LOG (one `got <event id>` line per delivery); waits up to 10 s for it to
+# listen, then sets RECEIVER_URL. The EXIT trap stops it (stop_receiver).
+start_receiver() {
+  local log=$1 deadline=$((SECONDS + 10))
+  python3 "$HERE/webhook_receiver.py" 127.0.0.1 0 >"$log" 2>&1 &
+  RECEIVER_PID=$!
+  until grep -q '^listening ' "$log" 2>/dev/null; do
+    kill -0 "$RECEIVER_PID" 2>/dev/null || die "the webhook receiver exited; see $log"
+    ((SECONDS < deadline)) || die "the webhook receiver did not start; see $log"
+    sleep 0.2
+  done
+  RECEIVER_URL=$(sed -n 's/^listening //p' "$log" | head -n 1)
+  log "webhook receiver at $RECEIVER_URL (pid $RECEIVER_PID, log: $log)"
+}
+
+# stop_receiver: stops the webhook receiver, if one runs.
+stop_receiver() {
+  if [[ -n $RECEIVER_PID ]]; then
+    kill "$RECEIVER_PID" 2>/dev/null || true
+    wait "$RECEIVER_PID" 2>/dev/null || true
+    RECEIVER_PID=""
+  fi
 }
 
 scrape_metrics() {

@@ -65,16 +65,18 @@ class Run:
             return None, None, None
         return (o1 - o0) / (b1 - b0), o1 - o0, b1 - b0
 
-    def paired_ratio(self, phase, ref, rate):
-        """The median over the rounds of phase/ref, each round against the /healthz
-        round run right before it (robust to a round the shared machine slowed down),
-        and the per-round ratios; None if a round is missing."""
+    def paired_ratio(self, phase, ref, rate, ref_rate=None):
+        """The median over the rounds of phase/ref, each round against the ref round
+        run right before it (robust to a round the shared machine slowed down), and
+        the per-round ratios; None if a round is missing. rate(p) is the phase's
+        figure, ref_rate(h) the reference's (default: ok_per_s, as for /healthz)."""
+        ref_rate = ref_rate or (lambda h: h.get("ok_per_s"))
         ratios = []
         for r in range(1, self.rounds + 1):
             p, h = self.load(f"{phase}-r{r}.json"), self.load(f"{ref}-r{r}.json")
-            if not p or not h or not h.get("ok_per_s"):
+            if not p or not h or not ref_rate(h):
                 return None, []
-            ratios.append(rate(p) / h["ok_per_s"])
+            ratios.append(rate(p) / ref_rate(h))
         return statistics.median(ratios), ratios
 
 

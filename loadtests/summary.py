@@ -34,6 +34,18 @@ p99 = co["latency_ms"]["p99"] if co else None
 per_tx, tx_orders, tx_batches = run.orders_per_tx("metrics-before-checkout.txt", "metrics-after-checkout.txt")
 per_tx_s = "n/a" if per_tx is None else f"{per_tx:.1f} ({n(tx_orders)} orders / {n(tx_batches)} transactions)"
 
+# 2b: checkouts/s with an order.created subscriber vs without, paired per round
+ck_plain, ck_hooked = load("checkout-plain.json"), load("checkout-hooked.json")
+created_rate = lambda p: p["created_per_s"]  # noqa: E731
+hook_ratio, hook_rounds = paired_ratio("checkout-hooked", "checkout-plain", created_rate, created_rate)
+hook_deliv = {}
+deliv_text = read_text("webhook-deliveries.txt")
+if deliv_text is None:
+    warnings.append("no webhook-deliveries.txt")
+else:
+    hook_deliv = dict(kv.split("=") for kv in deliv_text.decode().split())
+t_hook = mark(None if hook_ratio is None else hook_ratio >= 0.8)
+
 # 3
 created = so["created"] if so else None
 answered = so["answered"] if so else None
@@ -59,7 +71,8 @@ if rf is not None:
         warnings.append(f"refusal phase: {extra:,} checkouts answered 201 on a sold-out product (OVERSELL)")
     if stock2.get("stock_available") not in (None, 0):
         warnings.append(f"after refusal phase: stock_available={stock2.get('stock_available')}, expected 0")
-for name, res in (("healthz", hz), ("checkout", co), ("sellout", so), ("healthz-refusal", hz2), ("refusal", rf),
+for name, res in (("healthz", hz), ("checkout", co), ("checkout-plain", ck_plain),
+                  ("checkout-hooked", ck_hooked), ("sellout", so), ("healthz-refusal", hz2), ("refusal", rf),
                   ("healthz-read", hz3), ("product-get", pg), ("product-304", p304), ("list-50", ls)):
     if res and sock(res):
         warnings.append(f"{name}: wrk socket errors {res['socket_errors']}")
@@ -135,6 +148,7 @@ t_ref = mark(None if ref_ratio is None else ref_ratio >= 0.8)
 t_sold = mark(so is not None and sold_exactly)
 for label, t in (("hot SKU >= 20,000 checkouts/s", t_hot), ("checkout/healthz >= 0.35", t_ratio),
                  ("p99 < 50 ms", t_p99), ("refusals/healthz >= 0.8", t_ref),
+                 ("checkout with/without webhook subscriber >= 0.8", t_hook),
                  (f"exactly {stock:,} sold", t_sold), ("product-get/healthz >= 0.8", t_pg),
                  ("product-304/healthz >= 0.8", t_304), ("list-50/healthz >= 0.5", t_ls)):
     if t != "PASS":
@@ -156,6 +170,9 @@ lines = [
     f"| hot SKU: mean orders per DB transaction | {per_tx_s} | | |",
     f"| /healthz: requests/s, p50 / p99 | {n(hz_rate)}, {ms(hz and hz['latency_ms']['p50'])} / {ms(hz and hz['latency_ms']['p99'])} | | |",
     f"| ratio checkout / healthz | {ratio_cell(ratio, ratio_rounds)} | >= 0.35 | {t_ratio} |",
+    f"| hot SKU without / with an order.created subscriber: checkouts/s | {n(ck_plain and ck_plain['created_per_s'])} / {n(ck_hooked and ck_hooked['created_per_s'])} | | |",
+    f"| ratio with / without subscriber | {ratio_cell(hook_ratio, hook_rounds)} | >= 0.8 | {t_hook} |",
+    f"| webhook: orders created with subscriber / delivered (distinct) | {hook_deliv.get('created', 'n/a')} / {hook_deliv.get('distinct', 'n/a')} | all | |",
     f"| sell-out: time to the {stock:,}th 201 ({buyers:,} buyers) | {ms(so and so.get('sellout_ms'))} | | |",
     f"| sell-out: all {buyers:,} buyers answered after | {ms(so and so.get('all_answered_ms'))} | | |",
     f"| sell-out: 201s / stock_available after | {n(created)} / {n(avail)} | exactly {stock:,} / 0 | {t_sold} |",
@@ -212,6 +229,9 @@ with open(os.path.join(out, "summary.md"), "w") as f:
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump({"env": env, "checkout_per_s": co_rate, "healthz_per_s": hz_rate, "ratio": ratio,
                "p50_ms": p50, "p99_ms": p99, "orders_per_tx": per_tx,
+               "checkout_plain_per_s": ck_plain and ck_plain["created_per_s"],
+               "checkout_hooked_per_s": ck_hooked and ck_hooked["created_per_s"],
+               "webhook_ratio": hook_ratio, "webhook_deliveries": hook_deliv,
                "sellout_ms": so and so.get("sellout_ms"), "sellout_created": created,
                "sellout_stock_available": avail, "refusals_per_s": ref_rate,
                "healthz_before_refusal_per_s": hz2_rate, "refusal_ratio": ref_ratio,
