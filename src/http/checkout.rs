@@ -155,8 +155,60 @@ pub async fn checkout(
     caller: Caller,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
+    serve_checkout(&req, &state, &caller, body).await
+}
+
+/// The same checkout with the product in the path, so that a router can place it by its
+/// path. The body may omit `product_id`; one that names another product is a 422.
+#[utoipa::path(post, path = "/api/v1/products/{id}/checkout", tag = "checkout", request_body = CheckoutRequest,
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the product"),
+        ("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
+    responses(
+        (status = 201, body = Order, description = "Committed", headers(
+            ("Location" = String, description = "the order's URL"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with this Idempotency-Key"))),
+        (status = 400, description = "missing_idempotency_key, malformed_body"),
+        (status = 404, description = "product_not_found"),
+        (status = 409, description = "sale_not_started, sale_ended, sold_out, insufficient_stock, customer_limit_exceeded, idempotency_in_progress"),
+        (status = 422, description = "validation_failed (also a body whose product_id is not the path's), idempotency_key_reused"),
+        (status = 429, description = "rate_limited (with Retry-After)"),
+        (status = 503, description = "overloaded, unavailable (nothing was done), outcome_unknown (retry with the same Idempotency-Key to learn it); with Retry-After")))]
+pub async fn product_checkout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = body;
+    if let Some(fields) = body.0.as_object_mut() {
+        match fields.get("product_id") {
+            None => {
+                fields.insert("product_id".to_owned(), id.as_str().into());
+            }
+            Some(named) if named.as_str() == Some(id.as_str()) => {}
+            Some(_) => {
+                return Err(vec![FieldError::new(
+                    "product_id",
+                    "must be the product in the path, or left out",
+                )]
+                .into())
+            }
+        }
+    }
+    serve_checkout(&req, &state, &caller, body).await
+}
+
+/// Places the order and records the checkout's outcome and duration.
+async fn serve_checkout(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let result = place_order(&req, &state, &caller, body).await;
+    let result = place_order(req, state, caller, body).await;
     crate::metrics::CHECKOUT_DURATION.observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
         Ok(r) if r.headers().contains_key(IDEMPOTENT_REPLAYED) => "replayed",

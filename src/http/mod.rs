@@ -222,6 +222,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope(API)
                 .service(resource(API, "/checkout").route(web::post().to(checkout::checkout)))
                 .service(
+                    resource(API, "/products/{id}/checkout")
+                        .route(web::post().to(checkout::product_checkout)),
+                )
+                .service(
                     resource(API, PRODUCT)
                         .route(web::get().to(products::get_product))
                         .route(web::patch().to(products::patch_product)),

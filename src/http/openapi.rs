@@ -23,6 +23,7 @@ use super::openapi_responses::ProblemResponses;
         super::products::list_products,
         super::products::drops,
         super::checkout::checkout,
+        super::checkout::product_checkout,
         super::orders::get_order,
         super::queue::join,
         super::queue::status,
