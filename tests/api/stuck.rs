@@ -261,16 +261,28 @@ async fn lost_commits_under_load_never_lie() {
     let (total, available, ordered, orders) = stock_from_db(&db, &product).await;
     assert_eq!(orders as usize, in_db.len());
     assert_eq!(available + ordered, total);
-    // Every buyer retries with their key: each learns a definitive answer, and buys once.
+    // Every buyer retries with their key, as a client does: after a 503 (nothing done, or
+    // the outcome still unknown) or a 409 in progress it waits and asks again. Each
+    // learns a definitive answer, and buys once. Right after the kills the breaker may
+    // still be open until the next probe succeeds (every second).
+    let patience = Instant::now() + Duration::from_secs(20);
     for i in 0..400 {
-        let r = app
-            .checkout(
-                &store.storefront,
-                &format!("k{i}"),
-                &checkout_body(&product, 1, &format!("c{i}")),
-            )
-            .await;
-        let a = Answer::read(r).await;
+        let a = loop {
+            let r = app
+                .checkout(
+                    &store.storefront,
+                    &format!("k{i}"),
+                    &checkout_body(&product, 1, &format!("c{i}")),
+                )
+                .await;
+            let a = Answer::read(r).await;
+            let later =
+                a.status == 503 || (a.status == 409 && a.code() == "idempotency_in_progress");
+            if !later || Instant::now() > patience {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
         assert_eq!(a.status, 201, "retry of k{i}: {}", a.body);
         if let Some(id) = in_db.get(&format!("k{i}")) {
             assert_eq!(&a.code(), id);
