@@ -29,6 +29,8 @@ is well, so the principle is: evaluate the series the condition is decided on.
     when the data the alert needs is missing;
   - `absent(X)` (and `absent_over_time(X)`) is evaluated as `X`: the series whose
     absence it watches must be present;
+  - conditions joined by `and`, `or` or `unless` at the top level are each turned so,
+    and joined again by the same operator;
   - anything else is evaluated as written.
 """
 
@@ -173,9 +175,45 @@ def top_level(expr):
     return found, bool(SET_OPERATORS.search("".join(outside)))
 
 
+def split_set_operators(expr):
+    """`expr` cut at its top-level set operators (and, or, unless): the parts and the
+    operators between them."""
+    depth, i, start, parts, ops = 0, 0, 0, [], []
+    while i < len(expr):
+        c = expr[i]
+        if c in "\"'`":
+            end = expr.index(c, i + 1)
+            while c != "`" and expr[end - 1] == "\\":
+                end = expr.index(c, end + 1)
+            i = end + 1
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            m = re.match(r"\s(and|or|unless)\s", expr[i:])
+            if m:
+                parts.append(expr[start:i])
+                ops.append(m.group(1))
+                i += m.end()
+                start = i
+                continue
+        i += 1
+    parts.append(expr[start:])
+    return parts, ops
+
+
 def underlying(expr):
     """The series an alert condition is decided on (see the module's doc)."""
     expr = expr.strip()
+    parts, ops = split_set_operators(expr)
+    if ops:
+        # Each condition joined by a set operator is decided on its own series.
+        out = underlying(parts[0])
+        for op, part in zip(ops, parts[1:]):
+            out += f" {op} {underlying(part)}"
+        return out
     m = re.fullmatch(r"absent(?:_over_time)?\((.*)\)", expr, re.S)
     if m:
         inner = m.group(1).strip()

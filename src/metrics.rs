@@ -304,13 +304,16 @@ static DEPTH_PRODUCT: LazyLock<prometheus::IntGauge> =
     LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["product"]));
 static DEPTH_WRITER: LazyLock<prometheus::IntGauge> =
     LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["writer"]));
+static DEPTH_DISPATCHER: LazyLock<prometheus::IntGauge> =
+    LazyLock::new(|| MAILBOX_DEPTHS.with_label_values(&["dispatcher"]));
 
-/// The depth gauge of one actor kind (`store`, `product`, `writer`): up on send, down on
-/// handling. Resolved once: it is touched on every hop of every request.
+/// The depth gauge of one actor kind (`store`, `product`, `writer`, `dispatcher`): up on
+/// send, down on handling. Resolved once: it is touched on every hop of every request.
 pub fn mailbox_depth(actor: &str) -> &'static prometheus::IntGauge {
     match actor {
         "store" => &DEPTH_STORE,
         "product" => &DEPTH_PRODUCT,
+        "dispatcher" => &DEPTH_DISPATCHER,
         _ => &DEPTH_WRITER,
     }
 }

@@ -204,7 +204,10 @@ impl Actors {
     /// about to look anyway).
     pub fn wake_dispatcher(&self) {
         if let Some(d) = &self.dispatcher {
-            let _ = d.try_send(dispatcher::Wake);
+            // One long-lived address: actix's bound holds for it (unlike fresh clones).
+            if d.try_send(dispatcher::Wake).is_ok() {
+                crate::metrics::mailbox_depth("dispatcher").inc();
+            }
         }
     }
 

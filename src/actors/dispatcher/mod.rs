@@ -126,6 +126,7 @@ impl Handler<Wake> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, _: Wake, _: &mut Self::Context) {
+        crate::metrics::mailbox_depth("dispatcher").dec();
         self.inner.kick.notify_one();
     }
 }
