@@ -18,6 +18,7 @@ pub const PRODUCT_LOADS_TOTAL: &str = "flashsale_product_loads_total";
 pub const DB_UP: &str = "flashsale_db_up";
 pub const PRODUCT_PASSIVATIONS_TOTAL: &str = "flashsale_product_passivations_total";
 pub const PRODUCT_ACTORS: &str = "flashsale_product_actors";
+pub const PRODUCT_LOOKUPS_TOTAL: &str = "flashsale_product_lookups_total";
 
 /// Product actors running now (loading, loaded, or an unknown id's, briefly).
 pub static PRODUCT_ACTORS_GAUGE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
@@ -119,6 +120,17 @@ pub static KEY_LOOKUPS_SHED: LazyLock<prometheus::IntCounter> = LazyLock::new(||
     prometheus::register_int_counter!(
         KEY_LOOKUPS_SHED_TOTAL,
         "Unknown API keys refused without a lookup because the lookups were at their bound"
+    )
+    .expect("metric")
+});
+
+/// Existence lookups a store made before starting a product actor, by result: `found`,
+/// `missing`, `failed`, or `shed` (refused 503 because the lookups were at their bound).
+pub static PRODUCT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        PRODUCT_LOOKUPS_TOTAL,
+        "Product existence lookups made by stores before starting an actor, by result",
+        &["result"]
     )
     .expect("metric")
 });

@@ -40,6 +40,12 @@ pub const MISSING_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Unknown ids remembered at most (a flood of random ids costs at most this many).
 pub const MISSING_CAPACITY: u64 = 100_000;
 
+/// Existence lookups in flight at once: half the main pool, so that lookups never take
+/// every connection from reads and checkouts of running products.
+fn lookup_permits(settings: &crate::config::Settings) -> usize {
+    (settings.db_pool_size / 2).max(2)
+}
+
 /// Why a message to an actor did not get the answer it asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -105,6 +111,13 @@ pub struct Shared {
     pub product_idle: std::time::Duration,
     /// product id → the gate its actor publishes (see [`product::Gate`]).
     pub gates: crate::Cache<String, Arc<product::Gate>>,
+    /// Existence lookups of ids with no running actor, in flight at once (all stores):
+    /// taken with `try_acquire`, so a flood of unknown ids is shed with 503 `overloaded`
+    /// at once instead of queueing for the pool (and tripping the breaker for others).
+    pub lookups: Arc<tokio::sync::Semaphore>,
+    /// At most this many of [`Shared::lookups`] for one store, so that one store's flood
+    /// leaves the others' lookups free.
+    pub lookups_per_store: usize,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
@@ -175,6 +188,8 @@ impl Actors {
                 .time_to_live(MISSING_TTL)
                 .build_with_hasher(Default::default()),
             product_idle: settings.product_idle(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(lookup_permits(settings))),
+            lookups_per_store: (lookup_permits(settings) / 2).max(1),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });

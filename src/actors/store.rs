@@ -1,14 +1,19 @@
 //! The store actor: one per store, owning its catalog of product actors.
 //!
 //! Product actors are made on first use and placed on the arbiters round robin; a
-//! catalog of a million products costs nothing until a product is touched.
+//! catalog of a million products costs nothing until a product is touched. Before it
+//! starts one, the store learns from PostgreSQL whether the id names one of its
+//! products (off its mailbox: the lookup runs beside it, and the messages for that id
+//! wait in [`StoreActor::pending`] meanwhile), so an unknown id costs an entry in the
+//! bounded negative cache ([`Shared::missing`]), never an actor.
 
 use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::mailbox::{Letter, Mail, Mailbox, Refused};
+use super::mailbox::{Deadline, Letter, Mail, Mailbox, Refused};
 use super::product::{ProductActor, ProductMsg};
 use super::{Failure, Shared};
 use crate::telemetry::SPAN_STORE;
@@ -36,6 +41,15 @@ pub struct StoreActor {
     shared: Arc<Shared>,
     /// product id → its actor, for every product of this store touched so far.
     catalog: HashMap<String, Mailbox<ProductActor>>,
+    /// product id → the messages waiting for its existence lookup (one lookup per id,
+    /// shared by every miss on it that arrives meanwhile).
+    pending: HashMap<String, Vec<(ProductMsg, Deadline)>>,
+    /// The ids of `pending` whose lookup has not started yet, oldest first.
+    queued: VecDeque<String>,
+    /// Lookups of this store in flight.
+    looking: usize,
+    /// Whether a later [`StoreActor::start_lookups`] is already due.
+    retry_armed: bool,
 }
 
 impl StoreActor {
@@ -44,6 +58,10 @@ impl StoreActor {
             store_id,
             shared,
             catalog: HashMap::new(),
+            pending: HashMap::new(),
+            queued: VecDeque::new(),
+            looking: 0,
+            retry_armed: false,
         }
     }
 
@@ -72,6 +90,12 @@ impl StoreActor {
     }
 }
 
+/// Ids of one store waiting for (or in) an existence lookup at most; past it a new
+/// unknown id is answered 503 `overloaded` at once.
+const LOOKUP_QUEUE: usize = 256;
+/// When other stores hold every lookup, how soon a store with ids waiting looks again.
+const LOOKUP_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// How often the catalog drops the entries of product actors that stopped (passivated,
 /// or an unknown id's), so that it holds only running ones.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -92,7 +116,7 @@ impl Actor for StoreActor {
 impl Handler<Mail<ToProduct>> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, mail: Mail<ToProduct>, _: &mut Self::Context) {
+    fn handle(&mut self, mail: Mail<ToProduct>, ctx: &mut Self::Context) {
         let Some((ToProduct { product_id, msg }, deadline)) = mail.open() else {
             return;
         };
@@ -105,28 +129,179 @@ impl Handler<Mail<ToProduct>> for StoreActor {
         if let Some(span) = &span {
             msg.set_span(span.clone());
         }
+        if self.catalog.get(&product_id).is_some_and(|m| m.connected()) {
+            return self.deliver(&product_id, msg, deadline);
+        }
         // An id this store already found to name nothing: 404 from memory, no actor.
-        if self.catalog.get(&product_id).is_none_or(|m| !m.connected())
-            && self
-                .shared
-                .missing
-                .contains_key(&super::product::missing_key(&self.store_id, &product_id))
+        if self
+            .shared
+            .missing
+            .contains_key(&super::product::missing_key(&self.store_id, &product_id))
         {
             return msg.fail(Failure::NotFound);
         }
-        // Once more if the actor stopped between our check and the send (an unknown id's
-        // actor stops itself after a while; a failed load stops it at once).
+        self.look_up(product_id, msg, deadline, ctx);
+    }
+}
+
+impl StoreActor {
+    /// Sends `msg` to the product's actor, started if need be. Once more if the actor
+    /// stopped between our check and the send (a passivating actor stops itself; a
+    /// failed load stops it at once).
+    fn deliver(&mut self, product_id: &str, mut msg: ProductMsg, deadline: Deadline) {
         for _ in 0..2 {
             let warm = matches!(msg, ProductMsg::Warm);
-            match self.product(&product_id, warm).send(msg, deadline) {
+            match self.product(product_id, warm).send(msg, deadline) {
                 Ok(()) => return,
                 Err(Refused::Full(m)) => return m.fail(Failure::Overloaded),
                 Err(Refused::Closed(m)) => {
-                    self.catalog.remove(&product_id);
+                    self.catalog.remove(product_id);
                     msg = m;
                 }
             }
         }
         msg.fail(Failure::Unavailable);
+    }
+
+    /// Learns whether `product_id` is one of this store's products before any actor is
+    /// started for it. The query runs beside the mailbox (which goes on serving the
+    /// store's other products), within the message's deadline; misses on the same id
+    /// meanwhile wait for the same answer. Lookups are bounded, for the process
+    /// ([`Shared::lookups`]) and per store ([`Shared::lookups_per_store`]); ids beyond
+    /// that wait their turn in a short queue ([`LOOKUP_QUEUE`] ids), and past it the
+    /// request is answered 503 `overloaded` (Retry-After) at once. Nothing else is
+    /// touched: not the pool other requests need, not the circuit breaker (a failed
+    /// lookup is that request's 503, never a verdict on the database).
+    fn look_up(
+        &mut self,
+        product_id: String,
+        msg: ProductMsg,
+        deadline: Deadline,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(waiting) = self.pending.get_mut(&product_id) {
+            if waiting.len() >= self.shared.mailbox_capacity {
+                return msg.fail(Failure::Overloaded);
+            }
+            return waiting.push((msg, deadline));
+        }
+        if deadline.passed() {
+            return msg.fail(Failure::Unavailable);
+        }
+        if self.pending.len() >= LOOKUP_QUEUE {
+            crate::metrics::PRODUCT_LOOKUPS
+                .with_label_values(&["shed"])
+                .inc();
+            return msg.fail(Failure::Overloaded);
+        }
+        self.pending
+            .insert(product_id.clone(), vec![(msg, deadline)]);
+        self.queued.push_back(product_id);
+        self.start_lookups(ctx);
+    }
+
+    /// Starts the queued lookups that may start now: as many as the bounds allow, the
+    /// oldest first; those whose callers' time has passed are answered and skipped.
+    fn start_lookups(&mut self, ctx: &mut Context<Self>) {
+        while self.looking < self.shared.lookups_per_store {
+            let Some(product_id) = self.queued.front() else {
+                return;
+            };
+            let Some(waiting) = self.pending.get_mut(product_id) else {
+                self.queued.pop_front();
+                continue;
+            };
+            // The latest deadline of the messages waiting: the answer is due by then.
+            waiting.retain(|(msg, _)| !msg.caller_gone());
+            let deadline = waiting
+                .iter()
+                .map(|(_, d)| *d)
+                .filter(|d| !d.passed())
+                .max_by_key(|d| d.answer_by);
+            let Some(deadline) = deadline else {
+                let product_id = self.queued.pop_front().expect("front");
+                for (msg, _) in self.pending.remove(&product_id).unwrap_or_default() {
+                    msg.fail(Failure::Unavailable);
+                }
+                continue;
+            };
+            let Ok(permit) = self.shared.lookups.clone().try_acquire_owned() else {
+                // Other stores hold every lookup: look again shortly (nothing of ours is
+                // in flight to wake us when it ends).
+                if self.looking == 0 && !self.retry_armed {
+                    self.retry_armed = true;
+                    ctx.run_later(LOOKUP_RETRY, |act, ctx| {
+                        act.retry_armed = false;
+                        act.start_lookups(ctx);
+                    });
+                }
+                return;
+            };
+            let product_id = self.queued.pop_front().expect("front");
+            self.looking += 1;
+            self.spawn_lookup(product_id, deadline, permit, ctx);
+        }
+    }
+
+    fn spawn_lookup(
+        &mut self,
+        product_id: String,
+        deadline: Deadline,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.shared.pool.clone();
+        let (store_id, id) = (self.store_id.clone(), product_id.clone());
+        let lookup = async move {
+            let _permit = permit;
+            let ask = async {
+                let client = pool.get().await?;
+                Ok::<_, anyhow::Error>(
+                    crate::db::products::product_exists(&**client, &store_id, &id).await?,
+                )
+            };
+            tokio::time::timeout(deadline.left(), ask)
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer by the deadline")))
+        };
+        ctx.spawn(lookup.into_actor(self).map(move |found, act, ctx| {
+            act.looking -= 1;
+            act.answer_lookup(&product_id, found);
+            act.start_lookups(ctx);
+        }));
+    }
+
+    /// Hands the messages that waited for `product_id`'s lookup on (or answers them).
+    fn answer_lookup(&mut self, product_id: &str, found: anyhow::Result<bool>) {
+        let waiting = self.pending.remove(product_id).unwrap_or_default();
+        let result = match &found {
+            Ok(true) => "found",
+            Ok(false) => "missing",
+            Err(_) => "failed",
+        };
+        crate::metrics::PRODUCT_LOOKUPS
+            .with_label_values(&[result])
+            .inc();
+        match found {
+            Ok(true) => {
+                for (msg, deadline) in waiting {
+                    self.deliver(product_id, msg, deadline);
+                }
+            }
+            Ok(false) => {
+                self.shared
+                    .missing
+                    .insert(super::product::missing_key(&self.store_id, product_id), ());
+                for (msg, _) in waiting {
+                    msg.fail(Failure::NotFound);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(product.id = %product_id, error = %e, "product lookup failed");
+                for (msg, _) in waiting {
+                    msg.fail(Failure::Unavailable);
+                }
+            }
+        }
     }
 }

@@ -109,6 +109,21 @@ pub async fn find_product(
         .map(product_from_row))
 }
 
+/// Whether `id` names a product of `store_id` (the store asks before it starts an actor).
+pub async fn product_exists(
+    client: &impl GenericClient,
+    store_id: &str,
+    id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM products WHERE id = $1 AND store_id = $2",
+            &[&id, &store_id],
+        )
+        .await?
+        .is_some())
+}
+
 /// Units each customer holds in live (reserved or confirmed) orders of a product.
 pub async fn held_by_customer(
     client: &impl GenericClient,

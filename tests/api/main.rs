@@ -13,6 +13,7 @@ mod crash;
 mod docs;
 mod edge;
 mod hostile;
+mod id_flood;
 mod lifecycle;
 mod limits;
 mod observability;

@@ -51,7 +51,8 @@ pub use snapshot::Snapshot;
 
 /// How long the actor of an id that names no product lingers, answering 404 to the
 /// messages that reached it while it looked; from then on its store answers 404 from
-/// its bounded negative cache ([`Shared::missing`]) without an actor.
+/// its bounded negative cache ([`Shared::missing`]) without an actor. (The store looks
+/// an id up before it starts an actor, so this is only a product deleted in between.)
 const MISSING_LINGER: Duration = Duration::from_secs(1);
 /// Backoff of a reload that failed (first and longest pause).
 const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
