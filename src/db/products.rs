@@ -124,11 +124,12 @@ pub async fn product_exists(
         .is_some())
 }
 
-/// Units each customer holds in live (reserved or confirmed) orders of a product.
+/// Units each customer holds in live (reserved or confirmed) orders of a product (the
+/// ledger keeps them by a hash of the customer id).
 pub async fn held_by_customer(
     client: &impl GenericClient,
     product_id: &str,
-) -> Result<HashMap<String, i64>, tokio_postgres::Error> {
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT customer_id, sum(quantity)::bigint AS held FROM orders \

@@ -289,6 +289,9 @@ async fn load_product(
     let keys = db::products::idempotency_keys(&**client, &product_id).await?;
     let published = snapshots;
     let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
+    let held = held
+        .iter()
+        .map(|(customer, units)| (customer.as_str(), *units));
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
     let gate = Arc::new(Gate::new(store_id));
     let mut loaded = Loaded {
