@@ -126,12 +126,12 @@ def main():
 
     per_active = (active - base) * 1024 / N
     per_idle = (idle - base) * 1024 / N
-    print(f"VmRSS baseline {base / 1024:.1f} MiB, all {N} active {active / 1024:.1f} MiB, "
+    print(f"VmRSS baseline {base / 1024:.1f} MiB, right after the reads {active / 1024:.1f} MiB, "
           f"after passivation {idle / 1024:.1f} MiB")
-    print(f"per product: active {per_active:.0f} B, idle (after passivation) {per_idle:.0f} B")
+    print(f"per product: right after the reads {per_active:.0f} B, settled {per_idle:.0f} B")
     print(f"peak VmRSS of the run (VmHWM) {status_kib('VmHWM') / 1024:.1f} MiB")
-    print(f"extrapolated to 1,000,000 products: all active at once {base / 1024 + per_active * 1e6 / 2**20:.0f} MiB, "
-          f"read once and idle {base / 1024 + per_idle * 1e6 / 2**20:.0f} MiB")
+    print(f"extrapolated to 1,000,000 products: right after the reads {base / 1024 + per_active * 1e6 / 2**20:.0f} MiB, "
+          f"settled {base / 1024 + per_idle * 1e6 / 2**20:.0f} MiB")
 
 
 def seed_sql(store_id):
