@@ -8,7 +8,10 @@
 # target/debug/flashsale; it builds nothing) on 127.0.0.1:18283 with a fresh private
 # PostgreSQL in a temp dir and FLASHSALE_PRODUCT_IDLE_SECS=${IDLE_SECS:-15}, then runs
 # loadtests/memory.py: N products (default 20000) created, each read once, VmRSS before,
-# after the reads and after the idle products passivated, per product and extrapolated.
+# after the reads and after the idle products passivated, per product and extrapolated,
+# and the run's peak. SEED=sql creates the products with one INSERT through psql on the
+# private PostgreSQL (the reads still go over HTTP): the way to run N=1000000.
+# IDLE_SECS=0 never passivates: "after the reads" is then an activated idle product.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=loadtests/server.sh
@@ -33,7 +36,15 @@ for _ in $(seq 1 240); do
   kill -0 "$PID" 2>/dev/null || { cat "$DATA/server.log" >&2; exit 1; }
   sleep 0.5
 done
-echo "memory.sh: $BIN, N=$N, FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS"
+DB_URL=
+if [ "${SEED:-api}" = sql ]; then
+  # The private PostgreSQL the binary started: its folder is in the log, its port in
+  # postmaster.pid (line 4), its password beside it.
+  PGROOT=$(sed -n 's/.*started a private PostgreSQL; data in \(.*\)$/\1/p' "$DATA/server.log" | head -1)
+  PGPORT=$(sed -n 4p "$PGROOT/pgdata/postmaster.pid")
+  DB_URL="postgres://postgres:$(cat "$PGROOT/password")@127.0.0.1:$PGPORT/flashsale"
+fi
+echo "memory.sh: $BIN, N=$N, FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS, SEED=${SEED:-api}"
 # The idle time, the passivation check's interval and the catalog sweep, with margin.
-BASE="http://$LISTEN" OPERATOR=$OPERATOR PID=$PID IDLE_WAIT=$((IDLE_SECS * 2 + 10)) \
+BASE="http://$LISTEN" OPERATOR=$OPERATOR PID=$PID DB_URL=$DB_URL SEED=${SEED:-api} IDLE_WAIT=$((IDLE_SECS * 2 + 10)) \
   python3 "$HERE/memory.py" "$N"

@@ -3,7 +3,8 @@
 //! - [`store::StoreActor`], one per store: routes its products' messages to their actors
 //!   (its catalog) and creates product actors on first use.
 //! - [`product::ProductActor`], one per touched product: owns its stock, holds,
-//!   per-customer counts, used idempotency keys and rendered snapshot. Every decision
+//!   per-customer counts, a compact filter of its orders' idempotency keys and its rendered
+//!   snapshot. Every decision
 //!   about a product's stock is made in its mailbox, one message at a time.
 //! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
 //! - [`dispatcher::Dispatcher`], one: delivers the outbox's events to webhook endpoints.
@@ -78,6 +79,11 @@ pub enum Checkout {
     },
     /// The database already had an order under this key in the store.
     Duplicate,
+    /// The product may have an older order under this key (its key filter says
+    /// "maybe"): the caller asks the database, replays what it finds, and else sends
+    /// this command back with [`product::CheckoutCommand::key_checked`] set. (Handed
+    /// back rather than cloned before every send: only a "maybe" needs it again.)
+    MaybeKnown(Box<product::CheckoutCommand>),
 }
 
 /// What actors share: the pool, the writer, the threads they run on.

@@ -129,7 +129,10 @@ impl Handler<Mail<ToProduct>> for StoreActor {
         if let Some(span) = &span {
             msg.set_span(span.clone());
         }
-        if self.catalog.get(&product_id).is_some_and(|m| m.connected()) {
+        // A warm-up names a product the database just listed for this store: no lookup.
+        if matches!(msg, ProductMsg::Warm)
+            || self.catalog.get(&product_id).is_some_and(|m| m.connected())
+        {
             return self.deliver(&product_id, msg, deadline);
         }
         // An id this store already found to name nothing: 404 from memory, no actor.

@@ -1,7 +1,5 @@
 //! Products and the state a product actor is rebuilt from.
 
-use foldhash::HashMap;
-
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
@@ -124,11 +122,12 @@ pub async fn product_exists(
         .is_some())
 }
 
-/// Units each customer holds in live (reserved or confirmed) orders of a product.
+/// Units each customer holds in live (reserved or confirmed) orders of a product (the
+/// ledger keeps them by a hash of the customer id).
 pub async fn held_by_customer(
     client: &impl GenericClient,
     product_id: &str,
-) -> Result<HashMap<String, i64>, tokio_postgres::Error> {
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT customer_id, sum(quantity)::bigint AS held FROM orders \
@@ -142,26 +141,18 @@ pub async fn held_by_customer(
         .collect())
 }
 
-/// Idempotency keys already used on a product: key → (order id, request hash).
+/// The idempotency keys of a product's orders (the actor keeps them as a filter).
 pub async fn idempotency_keys(
     client: &impl GenericClient,
     product_id: &str,
-) -> Result<HashMap<String, (String, Vec<u8>)>, tokio_postgres::Error> {
+) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT idempotency_key, id, request_hash FROM orders WHERE product_id = $1",
+            "SELECT idempotency_key FROM orders WHERE product_id = $1",
             &[&product_id],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                r.get("idempotency_key"),
-                (r.get("id"), r.get("request_hash")),
-            )
-        })
-        .collect())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// What a restock came to.

@@ -278,16 +278,38 @@ async fn place_order(
             .get(WAITING_ROOM_TOKEN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        key_checked: false,
     };
     let product_id = cmd.body.product_id.clone();
-    let answer = super::ask_write(|reply| {
-        state.actors.to_product(
-            &grant.store_id,
-            &product_id,
-            ProductMsg::Checkout { cmd, reply },
-        )
-    })
-    .await;
+    let send = |cmd: CheckoutCommand| {
+        super::ask_write(|reply| {
+            state.actors.to_product(
+                &grant.store_id,
+                &product_id,
+                ProductMsg::Checkout { cmd, reply },
+            )
+        })
+    };
+    let mut answer = send(cmd).await;
+    // The product's key filter says an older order may have this key: the database
+    // knows. Found: replayed (or refused as reused); not found: a new checkout.
+    if let Ok(Checkout::MaybeKnown(cmd)) = answer {
+        let client = state.pool.get().await?;
+        match find_by_idempotency_key(&**client, &grant.store_id, &key).await? {
+            Some((_, known)) if known != request_hash => {
+                return Err(ApiError::IdempotencyKeyReused)
+            }
+            Some((order, _)) => return replay_stored(&mut guard, request_hash, Some(order)),
+            None => {
+                drop(client);
+                answer = send(CheckoutCommand {
+                    key_checked: true,
+                    ..*cmd
+                })
+                .await;
+            }
+        }
+    }
     match answer {
         Ok(Checkout::Created(order)) => {
             let body = created(&order);
@@ -313,7 +335,7 @@ async fn place_order(
             let order = find_order(&**client, &grant.store_id, &order_id).await?;
             replay_stored(&mut guard, request_hash, order)
         }
-        Ok(Checkout::Duplicate) => {
+        Ok(Checkout::Duplicate | Checkout::MaybeKnown(_)) => {
             let client = state.pool.get().await?;
             match find_by_idempotency_key(&**client, &grant.store_id, &key).await? {
                 Some((_, known)) if known != request_hash => Err(ApiError::IdempotencyKeyReused),

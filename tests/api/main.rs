@@ -20,6 +20,7 @@ mod observability;
 mod openapi;
 mod outage;
 mod overload;
+mod passivation;
 mod products;
 mod proxies;
 mod replay;

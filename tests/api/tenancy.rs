@@ -169,3 +169,85 @@ async fn idle_products_passivate_and_come_back_from_the_database() {
         crate::helpers::stock_from_db(&app.db().await, &product).await;
     assert_eq!((total, available, held), (5, 3, 2));
 }
+
+/// The product keeps its orders' keys only as a filter (and the in-flight ones): after
+/// it passivated and came back with the filter from the database, a sold-out product
+/// refuses a new key as sold out, the old key still replays its 201 byte for byte (and
+/// is refused with another body), and the per-customer count holds after a restock.
+/// (The replays after a restart, with every in-process cache empty, are
+/// `replay::replays_after_kill_9_…` and `checkout::replays_…_after_a_restart`.)
+#[actix_web::test]
+async fn known_keys_replay_through_the_key_filter_after_passivation() {
+    let app = spawn_app_with(|s| {
+        s.product_idle_secs = 1;
+        s.request_deadline_ms = 3000;
+    })
+    .await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product(&store, 1, json!({"max_per_customer": 1}))
+        .await;
+    let body = checkout_body(&product, 1, "dana");
+    let first = app.checkout(&store.storefront, "kf1", &body).await;
+    assert_eq!(first.status(), 201);
+    let original = first.bytes().await.unwrap();
+    let passivations = "flashsale_product_passivations_total";
+    let before = metric(&app, passivations).await;
+    let mut passivated = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if metric(&app, passivations).await > before {
+            passivated = true;
+            break;
+        }
+    }
+    assert!(passivated, "the idle product never passivated");
+    let other = app
+        .checkout(
+            &store.storefront,
+            "kf1",
+            &checkout_body(&product, 1, "erin"),
+        )
+        .await;
+    assert_eq!(other.status(), 422);
+    let new = app
+        .checkout(
+            &store.storefront,
+            "kf2",
+            &checkout_body(&product, 1, "erin"),
+        )
+        .await;
+    assert_eq!(new.status(), 409);
+    let sold_out: serde_json::Value = new.json().await.unwrap();
+    assert_eq!(sold_out["code"], "sold_out");
+    let replay = app.checkout(&store.storefront, "kf1", &body).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.bytes().await.unwrap(), original);
+    let restock = app
+        .post(
+            &format!("/api/v1/products/{product}/restock"),
+            &store.admin,
+            &json!({"quantity": 1}),
+        )
+        .await;
+    assert!(restock.status().is_success(), "{}", restock.status());
+    let again = app
+        .checkout(
+            &store.storefront,
+            "kf3",
+            &checkout_body(&product, 1, "dana"),
+        )
+        .await;
+    assert_eq!(again.status(), 409, "dana's count was lost");
+    let erin = app
+        .checkout(
+            &store.storefront,
+            "kf4",
+            &checkout_body(&product, 1, "erin"),
+        )
+        .await;
+    assert_eq!(erin.status(), 201);
+    let (total, available, held, _) =
+        crate::helpers::stock_from_db(&app.db().await, &product).await;
+    assert_eq!((total, available, held), (2, 0, 2));
+}

@@ -5,6 +5,7 @@
 use actix::prelude::*;
 use chrono::{SubsecRound, Utc};
 
+use super::keys::KeyUse;
 use super::{CheckoutCommand, CheckoutReply, Loaded, ProductActor};
 use crate::actors::mailbox::{Deadline, Refused};
 use crate::actors::writer::Write;
@@ -27,13 +28,21 @@ pub(super) fn checkout(
 ) {
     let span = tracing::debug_span!(parent: &cmd.span, SPAN_PRODUCT_CHECKOUT, product.id = %loaded.product.id);
     let _entered = span.enter();
-    if let Some((order_id, request_hash)) = loaded.keys.get(&cmd.idempotency_key) {
-        let known = Checkout::KnownKey {
-            order_id: order_id.clone(),
-            request_hash: request_hash.clone(),
-        };
-        let _ = reply.send(Ok(known));
-        return;
+    match loaded.keys.find(&cmd.idempotency_key, cmd.key_checked) {
+        KeyUse::Recent(order_id, request_hash) => {
+            let known = Checkout::KnownKey {
+                order_id,
+                request_hash,
+            };
+            let _ = reply.send(Ok(known));
+            return;
+        }
+        // Before the limit or the stock can refuse it: the database may have its order.
+        KeyUse::Maybe => {
+            let _ = reply.send(Ok(Checkout::MaybeKnown(Box::new(cmd))));
+            return;
+        }
+        KeyUse::New => {}
     }
     // Microseconds: what PostgreSQL keeps, so a replay from the database is byte-equal.
     let now = Utc::now().trunc_subsecs(6);
@@ -106,7 +115,7 @@ pub(super) fn checkout(
         Ok(()) => {
             loaded
                 .keys
-                .insert(cmd.idempotency_key, (order_id, cmd.request_hash.to_vec()));
+                .record(cmd.idempotency_key, order_id, cmd.request_hash);
             loaded.touch(now);
             if let Some(hold) = hold {
                 loaded.holds.arm(hold, ctx);

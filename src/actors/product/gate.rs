@@ -1,19 +1,22 @@
 //! The sold-out gate: published by the product actor so that, while a product is sold
 //! out, the HTTP workers refuse new checkouts without a mailbox hop.
 
-use foldhash::HashSet;
 use std::sync::{Arc, RwLock};
+
+use growable_bloom_filter::GrowableBloom;
 
 use super::Loaded;
 
 /// What the product actor publishes for the sold-out fast path: while the product is
-/// sold out, the keys of its orders; a checkout with any other key can be refused by the
-/// HTTP worker without entering this actor's mailbox (or touching the database). Only
-/// the actor writes it.
+/// sold out, the filter of its orders' keys (see [`super::keys`]); a checkout with a key
+/// the filter has definitely not seen is refused by the HTTP worker without entering
+/// this actor's mailbox (or touching the database); a "maybe" goes on, to be replayed.
+/// Only the actor writes it.
 #[derive(Debug)]
 pub struct Gate {
     pub store_id: String,
-    sold_out_keys: RwLock<Option<Arc<HashSet<String>>>>,
+    /// `None`: on sale; `Some(None)`: sold out, no order has a key.
+    sold_out_keys: RwLock<Option<Option<Arc<GrowableBloom>>>>,
 }
 
 impl Gate {
@@ -28,10 +31,14 @@ impl Gate {
     /// already has an order for is not: it goes on to be replayed.
     pub fn refuses(&self, key: &str) -> bool {
         let keys = self.sold_out_keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.as_ref().is_some_and(|keys| !keys.contains(key))
+        match &*keys {
+            None => false,
+            Some(None) => true,
+            Some(Some(filter)) => !filter.contains(key),
+        }
     }
 
-    fn set(&self, keys: Option<Arc<HashSet<String>>>) {
+    fn set(&self, keys: Option<Option<Arc<GrowableBloom>>>) {
         *self
             .sold_out_keys
             .write()
@@ -45,8 +52,7 @@ impl Loaded {
         let sold_out = self.ledger.available() == 0;
         if sold_out != self.gate_closed {
             self.gate_closed = sold_out;
-            self.gate
-                .set(sold_out.then(|| Arc::new(self.keys.keys().cloned().collect())));
+            self.gate.set(sold_out.then(|| self.keys.filter()));
         }
     }
 }

@@ -22,11 +22,10 @@ mod admin;
 mod checkout;
 mod gate;
 mod holds;
+mod keys;
 mod passivate;
 mod queue;
 mod snapshot;
-
-use foldhash::HashMap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +45,7 @@ use crate::domain::product::Product;
 use crate::domain::waiting_room::Queue;
 pub use gate::Gate;
 use holds::Holds;
+use keys::Keys;
 pub use queue::QueueAnswer;
 pub use snapshot::Snapshot;
 
@@ -59,7 +59,7 @@ const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
 const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// A checkout, validated, on its way to the product.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CheckoutCommand {
     /// The span of the hop that sent it; the next hop's span is its child.
     pub span: tracing::Span,
@@ -70,6 +70,9 @@ pub struct CheckoutCommand {
     pub client_addr: Option<String>,
     /// `Waiting-Room-Token`, for a drop with a waiting room.
     pub queue_token: Option<String>,
+    /// The caller asked the database, which has no order under this key: the product's
+    /// "maybe" of its key filter is settled (see [`Checkout::MaybeKnown`]).
+    pub key_checked: bool,
 }
 
 pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
@@ -223,8 +226,8 @@ pub struct GiveBack {
 struct Loaded {
     product: Product,
     ledger: Ledger,
-    /// Idempotency keys used on this product → (order id, request hash).
-    keys: HashMap<String, (String, Vec<u8>)>,
+    /// The idempotency keys of this product's orders, compactly (see [`keys`]).
+    keys: Keys,
     snapshot: Option<Arc<Snapshot>>,
     /// Published for the HTTP workers; see [`Gate`].
     gate: Arc<Gate>,
@@ -280,15 +283,20 @@ async fn load_product(
     store_id: String,
     product_id: String,
     activity: Arc<passivate::Activity>,
+    key_horizon: Duration,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
     let client = pool.get().await?;
     let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
         return Ok(None);
     };
     let held = db::products::held_by_customer(&**client, &product_id).await?;
-    let keys = db::products::idempotency_keys(&**client, &product_id).await?;
+    let stored = db::products::idempotency_keys(&**client, &product_id).await?;
+    let keys = Keys::from_db(stored.iter().map(String::as_str), key_horizon);
     let published = snapshots;
     let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
+    let held = held
+        .iter()
+        .map(|(customer, units)| (customer.as_str(), *units));
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
     let gate = Arc::new(Gate::new(store_id));
     let mut loaded = Loaded {
@@ -336,6 +344,9 @@ impl ProductActor {
             self.store_id.clone(),
             self.product_id.clone(),
             self.activity.clone(),
+            // Every write the actor starts is over by then (answered by its deadline,
+            // or resolved within the work budget after it).
+            super::mailbox::request_deadline() + 2 * self.shared.work_budget,
         );
         let budget = self.shared.work_budget;
         let load = async move {
@@ -485,13 +496,7 @@ impl Handler<GiveBack> for ProductActor {
         };
         loaded.holds.forget(&msg.order_id, ctx);
         loaded.ledger.give_back(&msg.customer_id, msg.quantity);
-        if loaded
-            .keys
-            .get(&msg.idempotency_key)
-            .is_some_and(|(id, _)| *id == msg.order_id)
-        {
-            loaded.keys.remove(&msg.idempotency_key);
-        }
+        loaded.keys.forget(&msg.idempotency_key, &msg.order_id);
         loaded.touch(Utc::now());
     }
 }
