@@ -87,9 +87,9 @@ LANGUAGE sql IMMUTABLE AS $$
         'expires_at', webhook_time(o.expires_at), 'created_at', webhook_time(o.created_at))
 $$;
 
--- Every event of the outbox, one row each, as it is delivered and listed. Readers of
--- events (the dispatcher's claims, GET /api/v1/events, the deliveries log) read this or
--- the same expansion; only the fan-out reads outbox_events rows as such.
+-- Every event of the outbox, one row each, as it is delivered and listed (the whole
+-- outbox: for audits and tests; the service's readers use outbox_event below). Only the
+-- fan-out reads outbox_events rows as such.
 CREATE VIEW events AS
 SELECT o.id, 0 AS item, o.event_id, o.store_id, o.type, o.subject_id, o.data, o.created_at,
        o.delivered_at
@@ -102,6 +102,22 @@ FROM outbox_events o
 CROSS JOIN LATERAL unnest(o.order_ids) WITH ORDINALITY AS u(order_id, item)
 JOIN orders r ON r.id = u.order_id
 WHERE o.order_ids IS NOT NULL;
+
+-- One event by its position (outbox row, item), as the view has it. Readers that know
+-- the positions they want (a claim's deliveries, a page of a listing) look each one up
+-- with this: joined to the view instead, the planner may expand every batch row of the
+-- outbox and read every order to find the few it needs.
+CREATE FUNCTION outbox_event(row_id bigint, item integer)
+RETURNS TABLE (event_id text, type text, subject_id text, data jsonb, created_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT o.event_id, o.type, o.subject_id, o.data, o.created_at
+    FROM outbox_events o
+    WHERE o.id = row_id AND item = 0 AND o.order_ids IS NULL
+    UNION ALL
+    SELECT order_created_event_id(r.id), o.type, r.id, webhook_order_created_json(r), r.created_at
+    FROM outbox_events o JOIN orders r ON r.id = o.order_ids[item]
+    WHERE o.id = row_id AND item > 0
+$$;
 
 -- A delivery is of one event: (outbox row, item).
 ALTER TABLE webhook_deliveries ADD COLUMN item integer NOT NULL DEFAULT 0;

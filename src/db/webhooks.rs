@@ -1,7 +1,8 @@
 //! Webhooks: endpoints, deliveries and their attempts, and the dispatcher's claims on
 //! the outbox. [`fan_out`] is the one place that reads `outbox_events` for delivery;
-//! everything else reads events through the `events` view (migrations/V12), which
-//! expands a batch's `order.created` row into one event per order, in (id, item) order.
+//! everything else reads events by position (outbox row, item) with the SQL function
+//! `outbox_event` (migrations/V12), which expands a batch's `order.created` row into one
+//! event per order, in (row, item) order.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -230,7 +231,7 @@ pub async fn list_deliveries(
     let rows = client
         .query(
             "SELECT d.id, o.event_id, d.type, d.status, d.next_attempt_at
-             FROM webhook_deliveries d JOIN events o ON o.id = d.event_id AND o.item = d.item
+             FROM webhook_deliveries d CROSS JOIN LATERAL outbox_event(d.event_id, d.item) o
              WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2)
                AND ($3::bigint IS NULL OR d.id < $3)
              ORDER BY d.id DESC LIMIT $4",
@@ -360,9 +361,9 @@ pub async fn list_events(
                 WHERE $4::bigint IS NULL OR (p.id, coalesce(u.item, 0)) < ($4, $5::integer)
                 ORDER BY 1 DESC, 2 DESC LIMIT $6
             )
-            SELECT e.id, e.item, e.event_id, e.type, e.created_at, e.data
-            FROM picked JOIN events e USING (id, item)
-            ORDER BY e.id DESC, e.item DESC",
+            SELECT p.id, p.item, e.event_id, e.type, e.created_at, e.data
+            FROM picked p CROSS JOIN LATERAL outbox_event(p.id, p.item) e
+            ORDER BY p.id DESC, p.item DESC",
             &[
                 &store_id,
                 &retention_days,
@@ -533,7 +534,7 @@ pub async fn claim_due(
             )
             SELECT c.id, c.endpoint_id, c.url, c.secret, c.previous,
                    o.event_id, o.type, o.created_at, o.data, c.attempt_count
-            FROM claimed c JOIN events o ON o.id = c.event_id AND o.item = c.item",
+            FROM claimed c CROSS JOIN LATERAL outbox_event(c.event_id, c.item) o",
             &[
                 &limit,
                 &per_endpoint.healthy,
