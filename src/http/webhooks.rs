@@ -375,7 +375,7 @@ pub async fn events(
     params.finish()?;
     let before = cursor
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
+            db::EventPosition::parse_cursor(&c).ok_or_else(|| {
                 ApiError::Validation(vec![FieldError::new(
                     "cursor",
                     "is not a cursor this API gave out",
@@ -394,7 +394,7 @@ pub async fn events(
         retention,
     )
     .await?;
-    let next_cursor = next_page(&mut rows, limit, |(id, _)| id.to_string());
+    let next_cursor = next_page(&mut rows, limit, |(at, _)| at.to_cursor());
     let items = rows.into_iter().map(|(_, e)| e).collect();
     Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))
 }
