@@ -128,7 +128,8 @@ def db_snapshot(conn, store_ids):
 def dangling_references(conn):
     """Rows of the write-behind tables whose parent is missing (these tables carry no
     foreign keys, see migrations/V8): orders without their product in their store, audit
-    and outbox rows without their order, orders without their consent record."""
+    and outbox rows without their order, orders without exactly one order.created event
+    (a batch's outbox row lists its orders, see migrations/V12)."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT 'order ' || o.id || ': no product ' || o.product_id || ' in store ' || o.store_id
@@ -138,13 +139,20 @@ def dangling_references(conn):
                SELECT 'audit row ' || a.id || ': no order ' || a.order_id
                  FROM order_audit a WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = a.order_id)
                UNION ALL
-               SELECT 'order ' || o.id || ': no consent record'
+               SELECT 'order ' || o.id || ': ' || coalesce(e.n, 0) || ' order.created events'
                  FROM orders o
-                WHERE NOT EXISTS (SELECT 1 FROM order_audit a WHERE a.order_id = o.id AND a.event = 'created')
+                 LEFT JOIN (SELECT subject_id, count(*) AS n FROM events
+                             WHERE type = 'order.created' GROUP BY subject_id) e ON e.subject_id = o.id
+                WHERE e.n IS DISTINCT FROM 1
+               UNION ALL
+               SELECT 'outbox row ' || e.id || ': no order ' || u.id
+                 FROM outbox_events e, unnest(e.order_ids) AS u(id)
+                WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = u.id)
                UNION ALL
                SELECT 'outbox event ' || e.id || ': no ' || split_part(e.type, '.', 1) || ' ' || e.subject_id
                  FROM outbox_events e
-                WHERE (e.type LIKE 'order.%' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.subject_id))
+                WHERE (e.order_ids IS NULL AND e.type LIKE 'order.%'
+                       AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = e.subject_id))
                    OR (e.type LIKE 'product.%' AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = e.subject_id))
                    OR NOT EXISTS (SELECT 1 FROM stores s WHERE s.id = e.store_id)
                 LIMIT 50"""

@@ -29,44 +29,29 @@ fn order_from_row(r: &tokio_postgres::Row) -> Order {
     }
 }
 
-/// Insert the orders (a key already used in the store is skipped) and append each new
-/// order's consent record to the audit trail, in one statement. Returns what was
-/// inserted, so that only that stock is taken.
+/// Insert the orders (a key already used in the store is skipped), each with its consent
+/// record in its own row, and ONE `order.created` outbox row per store listing the orders
+/// inserted (migrations/V12: the events view expands it into one event per order), in
+/// one statement. Returns what was inserted, so that only that stock is taken.
 const INSERT_ORDERS: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-                         $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[],
-                         $12::bytea[], $13::text[], $14::text[], $15::text[], $16::bool[])
+WITH inserted AS (
+    INSERT INTO orders (id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
+                        total_cents, status, expires_at, created_at, idempotency_key, request_hash,
+                        api_key_id, client_addr, terms_version, marketing)
+    SELECT id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
+           unit_price_cents * quantity, status, expires_at, created_at, idempotency_key,
+           request_hash, api_key_id, client_addr::inet, terms_version, marketing
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+                $12::bytea[], $13::text[], $14::text[], $15::text[], $16::bool[])
         AS t(id, store_id, product_id, customer_id, quantity, unit_price_cents, currency, status,
              expires_at, created_at, idempotency_key, request_hash, api_key_id, client_addr,
              terms_version, marketing)
-), inserted AS (
-    INSERT INTO orders (id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
-                        total_cents, status, expires_at, created_at, idempotency_key, request_hash,
-                        api_key_id)
-    SELECT id, store_id, product_id, customer_id, quantity, unit_price_cents, currency,
-           unit_price_cents * quantity, status, expires_at, created_at, idempotency_key,
-           request_hash, api_key_id
-    FROM input
     ON CONFLICT ON CONSTRAINT orders_store_idempotency_key DO NOTHING
-    RETURNING id, product_id, quantity
-), audit AS (
-    INSERT INTO order_audit (order_id, store_id, event, status, api_key_id, client_addr, detail, at)
-    SELECT i.id, i.store_id, 'created', i.status, i.api_key_id, i.client_addr::inet,
-           jsonb_build_object('terms_version', i.terms_version, 'marketing', i.marketing),
-           i.created_at
-    FROM input i JOIN inserted USING (id)
+    RETURNING id, store_id, product_id, quantity
 ), events AS (
-    INSERT INTO outbox_events (store_id, type, subject_id, data, created_at)
-    SELECT i.store_id, 'order.created', i.id,
-           jsonb_build_object('id', i.id, 'store_id', i.store_id, 'product_id', i.product_id,
-                              'customer_id', i.customer_id, 'quantity', i.quantity,
-                              'unit_price_cents', i.unit_price_cents, 'currency', i.currency,
-                              'total_cents', i.unit_price_cents * i.quantity, 'status', i.status,
-                              'expires_at', webhook_time(i.expires_at),
-                              'created_at', webhook_time(i.created_at)),
-           i.created_at
-    FROM input i JOIN inserted USING (id)
+    INSERT INTO outbox_events (store_id, type, order_ids)
+    SELECT store_id, 'order.created', array_agg(id) FROM inserted GROUP BY store_id
 )
 SELECT id, product_id, quantity FROM inserted";
 
@@ -467,7 +452,9 @@ pub async fn products_with_holds(
 ) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT DISTINCT store_id, product_id FROM orders WHERE status = 'reserved'",
+            // One probe of orders_product_status_idx per product (migrations/V12).
+            "SELECT p.store_id, p.id FROM products p WHERE EXISTS \
+             (SELECT 1 FROM orders o WHERE o.product_id = p.id AND o.status = 'reserved')",
             &[],
         )
         .await?;
@@ -529,15 +516,25 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-/// An order's audit trail, oldest first.
+/// An order's audit trail, oldest first: its consent record (kept in the order row,
+/// with the status it was created in), then its status changes.
 pub async fn audit_trail(
     client: &impl GenericClient,
     order_id: &str,
 ) -> Result<Vec<AuditEntry>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT at, event, status, api_key_id, host(client_addr), detail FROM order_audit \
-             WHERE order_id = $1 ORDER BY id",
+            "SELECT at, event, status, api_key_id, addr, detail FROM (
+                SELECT 0 AS n, created_at AS at, 'created' AS event,
+                       CASE WHEN expires_at IS NULL THEN 'confirmed' ELSE 'reserved' END AS status,
+                       api_key_id, host(client_addr) AS addr,
+                       jsonb_build_object('terms_version', terms_version, 'marketing', marketing)
+                           AS detail
+                FROM orders WHERE id = $1
+                UNION ALL
+                SELECT id, at, event, status, api_key_id, host(client_addr), detail
+                FROM order_audit WHERE order_id = $1
+             ) trail ORDER BY n",
             &[&order_id],
         )
         .await?;

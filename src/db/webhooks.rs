@@ -1,5 +1,8 @@
 //! Webhooks: endpoints, deliveries and their attempts, and the dispatcher's claims on
-//! the outbox. [`fan_out`] is the one place that reads `outbox_events` for delivery.
+//! the outbox. [`fan_out`] is the one place that reads `outbox_events` for delivery;
+//! everything else reads events by position (outbox row, item) with the SQL function
+//! `outbox_event` (migrations/V12), which expands a batch's `order.created` row into one
+//! event per order, in (row, item) order.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -228,7 +231,7 @@ pub async fn list_deliveries(
     let rows = client
         .query(
             "SELECT d.id, o.event_id, d.type, d.status, d.next_attempt_at
-             FROM webhook_deliveries d JOIN outbox_events o ON o.id = d.event_id
+             FROM webhook_deliveries d CROSS JOIN LATERAL outbox_event(d.event_id, d.item) o
              WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2)
                AND ($3::bigint IS NULL OR d.id < $3)
              ORDER BY d.id DESC LIMIT $4",
@@ -298,30 +301,88 @@ pub fn event_body(
     serde_json::json!({"id": event_id, "type": kind, "created_at": created_at, "data": data})
 }
 
-/// A page of a store's events of the last `retention_days`, newest first; with the
-/// internal id of each (the cursor).
+/// Where an event is in the outbox: its row and its item in the row (0 for a row that
+/// is one event, 1… for the orders of a batch's `order.created` row). Events go in
+/// (row, item) order; a listing's cursor is the position of its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventPosition {
+    pub row: i64,
+    pub item: i32,
+}
+
+impl EventPosition {
+    /// `<row>` or `<row>.<item>`: a cursor given out before batch rows (a bare row id)
+    /// still means the same place.
+    pub fn to_cursor(self) -> String {
+        if self.item == 0 {
+            self.row.to_string()
+        } else {
+            format!("{}.{}", self.row, self.item)
+        }
+    }
+
+    /// The inverse of [`Self::to_cursor`]; `None` for anything it did not give out.
+    pub fn parse_cursor(cursor: &str) -> Option<Self> {
+        let (row, item) = match cursor.split_once('.') {
+            Some((row, item)) => (row, item.parse().ok().filter(|&i: &i32| i > 0)?),
+            None => (cursor, 0),
+        };
+        Some(Self {
+            row: row.parse().ok()?,
+            item,
+        })
+    }
+}
+
+/// A page of a store's events of the last `retention_days`, newest first (before
+/// `before` if given); with the position of each (the cursor).
+///
+/// A page of `limit` events spans at most `limit` outbox rows, so those are read first
+/// (by outbox_events_store_idx), expanded, cut to `limit`, and only then are the orders
+/// of the batch rows read for their `data`.
 pub async fn list_events(
     client: &impl GenericClient,
     store_id: &str,
     kind: Option<&str>,
-    before_id: Option<i64>,
+    before: Option<EventPosition>,
     limit: i64,
     retention_days: f64,
-) -> Result<Vec<(i64, Value)>, tokio_postgres::Error> {
+) -> Result<Vec<(EventPosition, Value)>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT id, event_id, type, created_at, data FROM outbox_events
-             WHERE store_id = $1 AND created_at > now() - $2 * interval '1 day'
-               AND ($3::text IS NULL OR type = $3) AND ($4::bigint IS NULL OR id < $4)
-             ORDER BY id DESC LIMIT $5",
-            &[&store_id, &retention_days, &kind, &before_id, &limit],
+            "WITH page AS (
+                SELECT id, order_ids FROM outbox_events
+                WHERE store_id = $1 AND created_at > now() - $2 * interval '1 day'
+                  AND ($3::text IS NULL OR type = $3) AND ($4::bigint IS NULL OR id <= $4)
+                ORDER BY id DESC LIMIT $6
+            ), picked AS (
+                SELECT p.id, coalesce(u.item, 0)::integer AS item FROM page p
+                LEFT JOIN LATERAL unnest(p.order_ids) WITH ORDINALITY AS u(order_id, item) ON true
+                WHERE $4::bigint IS NULL OR (p.id, coalesce(u.item, 0)) < ($4, $5::integer)
+                ORDER BY 1 DESC, 2 DESC LIMIT $6
+            )
+            SELECT p.id, p.item, e.event_id, e.type, e.created_at, e.data
+            FROM picked p CROSS JOIN LATERAL outbox_event(p.id, p.item) e
+            ORDER BY p.id DESC, p.item DESC",
+            &[
+                &store_id,
+                &retention_days,
+                &kind,
+                &before.map(|b| b.row),
+                &before.map_or(0, |b| b.item),
+                &limit,
+            ],
         )
         .await?;
     Ok(rows
         .iter()
         .map(|r| {
-            let body = event_body(r.get(1), r.get(2), r.get(3), &r.get(4));
-            (r.get(0), body)
+            let body = event_body(r.get(2), r.get(3), r.get(4), &r.get(5));
+            let at = EventPosition {
+                row: r.get(0),
+                item: r.get(1),
+            };
+            (at, body)
         })
         .collect())
 }
@@ -341,10 +402,14 @@ pub fn outbox_written() {
 /// Lock key that lets one dispatcher at a time fan the outbox out (see [`fan_out`]).
 const FAN_OUT_LOCK: i64 = 0x7765_6268_6f6f_6b73; // "webhooks"
 
-/// Hands up to `limit` undelivered outbox events over to deliveries: one row per enabled
+/// Hands about `limit` undelivered outbox events over to deliveries: one row per enabled
 /// endpoint of the event's store subscribed to its type, and `delivered_at` set, in one
-/// transaction. Returns (events handed over, deliveries made); (0, 0) also when another
-/// dispatcher is fanning out right now.
+/// transaction. A batch's `order.created` row is `cardinality(order_ids)` events, one
+/// delivery each, and is handed over whole: rows are taken, oldest first, while fewer
+/// than `limit` events are taken, so the last row may take the count past `limit`.
+/// Returns (events handed over, deliveries made); (0, 0) also when another dispatcher
+/// is fanning out right now. Fewer than `limit` events: the outbox is drained (of rows
+/// not locked by another transaction).
 ///
 /// One fan-out at a time (a transaction-scoped advisory lock) is what keeps the order
 /// per subject across processes: the events about one subject are committed one after
@@ -366,23 +431,33 @@ pub async fn fan_out(
     }
     let row = tx
         .query_one(
-            "WITH claimed AS (
-                SELECT id FROM outbox_events WHERE delivered_at IS NULL
+            "WITH candidates AS (
+                SELECT id, coalesce(cardinality(order_ids), 1) AS n FROM outbox_events
+                WHERE delivered_at IS NULL
                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                SELECT id FROM (SELECT id, sum(n) OVER (ORDER BY id) - n AS before
+                                FROM candidates) c
+                WHERE before < $1
             ), handed AS (
                 UPDATE outbox_events o SET delivered_at = now() FROM claimed
                 WHERE o.id = claimed.id
-                RETURNING o.id, o.store_id, o.type, o.subject_id
+                RETURNING o.id, o.store_id, o.type, o.subject_id, o.order_ids
             ), fanned AS (
-                INSERT INTO webhook_deliveries (endpoint_id, store_id, event_id, type, subject_id)
-                SELECT e.id, h.store_id, h.id, h.type, h.subject_id
+                -- A batch row becomes one delivery per order (item 1, 2, …), and only for
+                -- the endpoints subscribed: with none, its orders cost nothing here.
+                INSERT INTO webhook_deliveries (endpoint_id, store_id, event_id, item, type, subject_id)
+                SELECT e.id, h.store_id, h.id, coalesce(u.item, 0), h.type,
+                       coalesce(u.order_id, h.subject_id)
                 FROM handed h JOIN webhook_endpoints e
                   ON e.store_id = h.store_id AND e.status = 'enabled' AND h.type = ANY (e.events)
-                ORDER BY h.id
+                LEFT JOIN LATERAL unnest(h.order_ids) WITH ORDINALITY AS u(order_id, item) ON true
+                ORDER BY h.id, u.item
                 ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING
                 RETURNING 1
             )
-            SELECT (SELECT count(*) FROM handed), (SELECT count(*) FROM fanned)",
+            SELECT (SELECT coalesce(sum(coalesce(cardinality(order_ids), 1)), 0)::bigint FROM handed),
+                   (SELECT count(*) FROM fanned)",
             &[&limit],
         )
         .await?;
@@ -448,13 +523,18 @@ pub async fn claim_due(
                 ORDER BY r.rank, d.next_attempt_at LIMIT $1
                 FOR UPDATE OF d SKIP LOCKED
             )
-            UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
-                CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $7::float8 ELSE $4::float8 END
-            FROM due, outbox_events o, webhook_endpoints e
-            WHERE d.id = due.id AND o.id = d.event_id AND e.id = d.endpoint_id
-            RETURNING d.id, d.endpoint_id, e.url, e.secret,
-                      CASE WHEN e.previous_until > now() THEN e.previous_secret END,
-                      o.event_id, o.type, o.created_at, o.data, d.attempt_count",
+            , claimed AS (
+                UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
+                    CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $7::float8 ELSE $4::float8 END
+                FROM due, webhook_endpoints e
+                WHERE d.id = due.id AND e.id = d.endpoint_id
+                RETURNING d.id, d.endpoint_id, e.url, e.secret,
+                          CASE WHEN e.previous_until > now() THEN e.previous_secret END AS previous,
+                          d.event_id, d.item, d.attempt_count
+            )
+            SELECT c.id, c.endpoint_id, c.url, c.secret, c.previous,
+                   o.event_id, o.type, o.created_at, o.data, c.attempt_count
+            FROM claimed c CROSS JOIN LATERAL outbox_event(c.event_id, c.item) o",
             &[
                 &limit,
                 &per_endpoint.healthy,
@@ -634,7 +714,8 @@ pub async fn prune(
 pub async fn backlog(client: &impl GenericClient) -> Result<(i64, i64), tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM outbox_events WHERE delivered_at IS NULL),
+            "SELECT (SELECT coalesce(sum(coalesce(cardinality(order_ids), 1)), 0)::bigint
+                     FROM outbox_events WHERE delivered_at IS NULL),
                     (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
             &[],
         )

@@ -115,10 +115,8 @@ async fn endpoint_of_store(
 /// Subscribes an endpoint; its secret is shown in this answer only.
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
     request_body = EndpointRequest,
-    responses((status = 201, body = EndpointWithSecret), (status = 400, description = "malformed_body"),
-        (status = 401), (status = 403), (status = 409, description = "webhook_limit_reached"),
-        (status = 413), (status = 422, description = "validation_failed, webhook_url_forbidden"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 201, body = EndpointWithSecret), (status = 409, description = "webhook_limit_reached"),
+        (status = 422, description = "validation_failed, webhook_url_forbidden")))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -158,8 +156,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, body = EndpointPage), (status = 401), (status = 403), (status = 422),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = EndpointPage)))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -190,9 +187,7 @@ fn next_page<T>(items: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -
 /// One endpoint (without its secret).
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = Endpoint), (status = 401), (status = 403),
-        (status = 404, description = "webhook_not_found"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = Endpoint), (status = 404, description = "webhook_not_found")))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -206,10 +201,8 @@ pub async fn get(
 /// its failures.
 #[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = EndpointRequest,
-    responses((status = 200, body = Endpoint), (status = 400, description = "malformed_body"),
-        (status = 401), (status = 403), (status = 404, description = "webhook_not_found"), (status = 413),
-        (status = 422, description = "validation_failed, webhook_url_forbidden"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = Endpoint), (status = 404, description = "webhook_not_found"),
+        (status = 422, description = "validation_failed, webhook_url_forbidden")))]
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -254,8 +247,7 @@ pub async fn patch(
 /// Deletes an endpoint and its deliveries.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 204), (status = 401), (status = 403), (status = 404, description = "webhook_not_found"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 204), (status = 404, description = "webhook_not_found")))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -272,9 +264,7 @@ pub async fn delete(
 /// A new secret, shown in this answer only; the old one keeps signing beside it for 24 h.
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = EndpointWithSecret), (status = 401), (status = 403),
-        (status = 404, description = "webhook_not_found"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = EndpointWithSecret), (status = 404, description = "webhook_not_found")))]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
     caller: Caller,
@@ -313,9 +303,7 @@ fn delivery_number(field: &'static str, raw: &str) -> Result<i64, ApiError> {
         ("status" = Option<String>, Query, description = "pending, delivered or failed"),
         ("limit" = Option<i64>, Query, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, body = DeliveryPage), (status = 401), (status = 403),
-        (status = 404, description = "webhook_not_found"), (status = 422),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = DeliveryPage), (status = 404, description = "webhook_not_found")))]
 pub async fn deliveries(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -348,8 +336,7 @@ pub async fn deliveries(
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
     security(("bearer" = [])), params(("id" = String, Path), ("delivery_id" = String, Path)),
     responses((status = 202, description = "due now; the attempt shows in the deliveries log"),
-        (status = 401), (status = 403), (status = 404, description = "webhook_not_found, delivery_not_found"),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+        (status = 404, description = "webhook_not_found, delivery_not_found")))]
 pub async fn retry(
     state: web::Data<AppState>,
     caller: Caller,
@@ -374,8 +361,7 @@ pub async fn retry(
     params(("type" = Option<String>, Query, description = "one event type"),
         ("limit" = Option<i64>, Query, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, body = EventPage), (status = 401), (status = 403), (status = 422),
-        (status = 429, headers(("Retry-After" = u64))), (status = 503, headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = EventPage)))]
 pub async fn events(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -389,7 +375,7 @@ pub async fn events(
     params.finish()?;
     let before = cursor
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
+            db::EventPosition::parse_cursor(&c).ok_or_else(|| {
                 ApiError::Validation(vec![FieldError::new(
                     "cursor",
                     "is not a cursor this API gave out",
@@ -408,7 +394,7 @@ pub async fn events(
         retention,
     )
     .await?;
-    let next_cursor = next_page(&mut rows, limit, |(id, _)| id.to_string());
+    let next_cursor = next_page(&mut rows, limit, |(at, _)| at.to_cursor());
     let items = rows.into_iter().map(|(_, e)| e).collect();
     Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))
 }

@@ -35,6 +35,7 @@ async fn start_binary(db_url: &str) -> (Child, String) {
 
 struct Sale {
     base: String,
+    admin: String,
     storefront: String,
     product: String,
 }
@@ -64,6 +65,7 @@ async fn open_sale(base: &str, stock: i64) -> Sale {
         .unwrap();
     Sale {
         base: base.to_owned(),
+        admin: admin.to_owned(),
         storefront: store["api_keys"]["storefront"].as_str().unwrap().to_owned(),
         product: product["id"].as_str().unwrap().to_owned(),
     }
@@ -181,6 +183,152 @@ async fn kill_9_mid_stampede_loses_no_acknowledged_order_and_retries_buy_once() 
     assert_eq!(
         stock_from_db(&db, &sale.product).await,
         (1000, 1000 - buyers as i64, buyers as i64, buyers as i64)
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// Every `order.created` event of the store, read through GET /api/v1/events in pages of
+/// `limit`: (order id, event id) in the order listed.
+async fn listed_order_created(sale: &Sale, limit: usize) -> Vec<(String, String)> {
+    let client = reqwest::Client::new();
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{}/api/v1/events?type=order.created&limit={limit}",
+            sale.base
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(&sale.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in page["items"].as_array().unwrap() {
+            assert_eq!(e["type"], "order.created");
+            listed.push((
+                e["data"]["id"].as_str().unwrap().to_owned(),
+                e["id"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return listed,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_under_load_leaves_one_order_created_event_per_committed_order() {
+    let db_url = fresh_database().await;
+    let (mut child, base) = start_binary(&db_url).await;
+    let sale = Arc::new(open_sale(&base, 100_000).await);
+    let buyers = 800;
+    let acks = sale
+        .stampede(buyers, 150, || child.kill().expect("kill -9"))
+        .await;
+    let _ = child.wait();
+    assert!(
+        acks.len() >= 150 && acks.len() < buyers,
+        "{} acks",
+        acks.len()
+    );
+
+    // Restart and load it again: the buyers whose answer was lost retry, with new
+    // buyers among them, so new batches follow the ones that were cut off.
+    let (mut child, base) = start_binary(&db_url).await;
+    let sale = Arc::new(Sale {
+        base,
+        ..Arc::try_unwrap(sale).ok().unwrap()
+    });
+    let mut retried = sale.stampede(buyers + 200, 0, || ()).await;
+    // Those turned away under the load (503, 409 in progress) retry as a client would.
+    let client = reqwest::Client::new();
+    for i in 0..buyers + 200 {
+        for _ in 0..100 {
+            if retried.contains_key(&i) {
+                break;
+            }
+            match sale.checkout(&client, i).await {
+                Some((201, body)) => {
+                    retried.insert(i, body["id"].as_str().unwrap().to_owned());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    assert_eq!(
+        retried.len(),
+        buyers + 200,
+        "every retry and new buyer bought"
+    );
+    for (i, id) in &acks {
+        assert_eq!(&retried[i], id, "a retry returns the acknowledged order");
+    }
+
+    // In the database: each committed order has exactly one order.created event, and
+    // every event is of an order that exists (the batch rows carry no foreign key).
+    let db = connect(&db_url).await;
+    let orders: std::collections::HashSet<String> = db
+        .query("SELECT id FROM orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(orders.len(), buyers + 200);
+    let events: Vec<(String, String)> = db
+        .query(
+            "SELECT subject_id, event_id FROM events WHERE type = 'order.created' ORDER BY id, item",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let subjects: std::collections::HashSet<&String> = events.iter().map(|(s, _)| s).collect();
+    let event_ids: std::collections::HashSet<&String> = events.iter().map(|(_, e)| e).collect();
+    assert_eq!(events.len(), orders.len(), "one order.created per order");
+    assert_eq!(subjects.len(), orders.len(), "no order twice");
+    assert_eq!(event_ids.len(), orders.len(), "each event its own id");
+    assert!(subjects.iter().all(|s| orders.contains(*s)));
+    let listed_orders: i64 = db
+        .query_one(
+            "SELECT count(*) FROM outbox_events o, unnest(o.order_ids) AS u(id) \
+             WHERE EXISTS (SELECT 1 FROM orders r WHERE r.id = u.id)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        listed_orders as usize,
+        orders.len(),
+        "no batch row lists a missing order"
+    );
+
+    // Through the API, in pages that end inside batch rows: the same events, once each,
+    // newest first.
+    let listed = listed_order_created(&sale, 37).await;
+    let mut newest_first = events.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    assert_eq!(
+        stock_from_db(&db, &sale.product).await,
+        (
+            100_000,
+            100_000 - orders.len() as i64,
+            orders.len() as i64,
+            orders.len() as i64
+        )
     );
     child.kill().unwrap();
     let _ = child.wait();

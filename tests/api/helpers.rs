@@ -348,15 +348,20 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
 /// Stock accounting of a product, from the database: (stock_total, stock_available,
 /// Σ quantity of live orders, number of live orders). Also asserts that the product's
 /// orders hang together, since the write-behind tables carry no foreign keys
-/// (migrations/V8): each order is in its product's store and has its consent record, and
-/// every audit row has its order.
+/// (migrations/V8): each order is in its product's store and has exactly one
+/// `order.created` event, every order an outbox row lists exists, and every audit row has
+/// its order.
 pub async fn stock_from_db(db: &tokio_postgres::Client, product_id: &str) -> (i64, i64, i64, i64) {
     let dangling: i64 = db
         .query_one(
             "SELECT (SELECT count(*) FROM orders o JOIN products p ON p.id = o.product_id \
                       WHERE o.product_id = $1 AND o.store_id <> p.store_id) \
-                  + (SELECT count(*) FROM orders o WHERE o.product_id = $1 AND NOT EXISTS \
-                      (SELECT 1 FROM order_audit a WHERE a.order_id = o.id AND a.event = 'created')) \
+                  + (SELECT count(*) FROM orders o LEFT JOIN \
+                      (SELECT subject_id, count(*) AS n FROM events \
+                       WHERE type = 'order.created' GROUP BY subject_id) e ON e.subject_id = o.id \
+                      WHERE o.product_id = $1 AND e.n IS DISTINCT FROM 1) \
+                  + (SELECT count(*) FROM outbox_events e, unnest(e.order_ids) AS u(id) \
+                      WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = u.id)) \
                   + (SELECT count(*) FROM order_audit a \
                       WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = a.order_id))",
             &[&product_id],

@@ -58,15 +58,13 @@ async fn available(app: &TestApp, store: &StoreKeys, product: &str) -> i64 {
     stock["stock_available"].as_i64().unwrap()
 }
 
-/// (type, subject) of every outbox event, in order.
+/// (type, subject) of every outbox event, in order (a batch's order.created row is one
+/// event per order: the events view).
 async fn outbox(app: &TestApp) -> Vec<(String, String)> {
     let rows = app
         .db()
         .await
-        .query(
-            "SELECT type, subject_id FROM outbox_events ORDER BY id",
-            &[],
-        )
+        .query("SELECT type, subject_id FROM events ORDER BY id, item", &[])
         .await
         .unwrap();
     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
@@ -154,15 +152,11 @@ async fn confirm_and_cancel_with_every_rule() {
 
     // The history: appended, with who did what.
     let db = app.db().await;
-    let trail: Vec<(String, Option<String>)> = db
-        .query(
-            "SELECT event, api_key_id FROM order_audit WHERE order_id = $1 ORDER BY id",
-            &[&id],
-        )
+    let trail: Vec<(String, Option<String>)> = flashsale::db::orders::audit_trail(&db, id)
         .await
         .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .into_iter()
+        .map(|e| (e.event, e.api_key_id))
         .collect();
     let events: Vec<&str> = trail.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(events, ["created", "confirmed", "cancelled"]);
@@ -594,15 +588,11 @@ async fn randomized_lifecycle_model_keeps_stock_and_outbox_exact() {
     // order by order, and no order has the same transition twice.
     let events = outbox(&app).await;
     for id in &orders {
-        let trail: Vec<String> = db
-            .query(
-                "SELECT event FROM order_audit WHERE order_id = $1 ORDER BY id",
-                &[id],
-            )
+        let trail: Vec<String> = flashsale::db::orders::audit_trail(&db, id)
             .await
             .unwrap()
             .iter()
-            .map(|r| format!("order.{}", r.get::<_, String>(0)))
+            .map(|e| format!("order.{}", e.event))
             .collect();
         let kinds: Vec<String> = events
             .iter()

@@ -41,7 +41,7 @@ async fn consent_address(app: &TestApp, order_id: &str) -> String {
     app.db()
         .await
         .query_one(
-            "SELECT host(client_addr) FROM order_audit WHERE order_id = $1 AND event = 'created'",
+            "SELECT host(client_addr) FROM orders WHERE id = $1",
             &[&order_id],
         )
         .await

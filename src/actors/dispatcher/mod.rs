@@ -192,7 +192,7 @@ async fn round(inner: &Arc<Inner>, timers: &mut Timers) -> anyhow::Result<()> {
             .with_label_values(&["deliveries"])
             .set(deliveries);
     }
-    while fan_out(&mut client, FAN_OUT_BATCH).await?.0 as i64 == FAN_OUT_BATCH {}
+    while fan_out(&mut client, FAN_OUT_BATCH).await?.0 as i64 >= FAN_OUT_BATCH {}
     let busy: Vec<String> = inner.busy.lock().expect("busy").iter().cloned().collect();
     let troubled: Vec<String> = inner
         .troubled

@@ -138,7 +138,7 @@ async fn kill_9_mid_delivery_loses_no_event() {
 
     let db = connect(&db_url).await;
     let events: i64 = db
-        .query_one("SELECT count(*) FROM outbox_events", &[])
+        .query_one("SELECT count(*) FROM events", &[])
         .await
         .unwrap()
         .get(0);
@@ -153,7 +153,7 @@ async fn kill_9_mid_delivery_loses_no_event() {
         .wait_delivered(events as usize, Duration::from_secs(90))
         .await;
     let event_ids: std::collections::HashSet<String> = db
-        .query("SELECT event_id FROM outbox_events", &[])
+        .query("SELECT event_id FROM events", &[])
         .await
         .unwrap()
         .iter()

@@ -463,7 +463,7 @@ async fn a_sell_out_of_10000_units_is_delivered_within_15_s() {
     let db = app.db().await;
     let events: i64 = db
         .query_one(
-            "SELECT count(*) FROM outbox_events WHERE type = 'order.created'",
+            "SELECT count(*) FROM events WHERE type = 'order.created'",
             &[],
         )
         .await

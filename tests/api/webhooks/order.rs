@@ -75,7 +75,7 @@ async fn confirm_and_cancel_racing_keep_each_orders_events_in_order() {
     let db = app.db().await;
     let rows = db
         .query(
-            "SELECT subject_id, event_id FROM outbox_events WHERE type LIKE 'order.%' ORDER BY id",
+            "SELECT subject_id, event_id FROM events WHERE type LIKE 'order.%' ORDER BY id, item",
             &[],
         )
         .await
