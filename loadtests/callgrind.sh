@@ -12,7 +12,8 @@
 #   checkout   the hot SKU (never sells out): instructions per committed checkout
 #   refusal    a product sold out just before: instructions per refusal
 # Prints one line per binary and phase: requests, 201s, instructions per request and
-# per 201, and the mean batch size (orders per write transaction) the phase ran at;
+# per 201 (less the server's idle work over as long: an idle dump comes first), and the
+# mean batch size (orders per write transaction) the phase ran at;
 # the dumps (callgrind_annotate them for the call tree) stay in the results dir.
 #
 # Usage:   loadtests/callgrind.sh [BIN ...]
@@ -24,7 +25,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=loadtests/lib.sh
 . "$HERE/lib.sh"
 
-CG_SECONDS=${CG_SECONDS:-8}
+export CG_SECONDS=${CG_SECONDS:-8}
 CG_CONNECTIONS=${CG_CONNECTIONS:-32}
 CG_LISTEN=${CG_LISTEN:-127.0.0.1:18090}
 CG_SOLDOUT_STOCK=${CG_SOLDOUT_STOCK:-200}
@@ -48,31 +49,47 @@ batches() {
     END { printf "%d %d\n", s, c }' <<<"$1"
 }
 
-# measure LABEL PHASE SCRIPT [VAR=VALUE ...]: one wrk phase with callgrind counting.
-measure() {
-  local label=$1 phase=$2 script=$3 before after dump
-  shift 3
-  settle
-  before=$(batches "$(curl -sS --max-time 30 "$BASE/metrics")")
+# counted LABEL PHASE CMD ...: runs CMD with callgrind counting; the dump goes to
+# $OUT/callgrind.LABEL.PHASE.
+counted() {
+  local label=$1 phase=$2
+  shift 2
   callgrind_control -z "$SERVER_PID" >/dev/null
   callgrind_control -i on "$SERVER_PID" >/dev/null
-  run_wrk "$label-$phase" "$script" "${CG_SECONDS}s" "$@"
+  "$@"
   callgrind_control -i off "$SERVER_PID" >/dev/null
-  dump="$OUT/callgrind.$label.$phase"
   callgrind_control -d "$phase" "$SERVER_PID" >/dev/null
   # The dump is written as callgrind.out.PID.N (N: the dump's number).
   sleep 1
-  mv "$(ls -t "$OUT/cg-$label/callgrind.out.$SERVER_PID".* | head -n 1)" "$dump"
+  mv "$(ls -t "$OUT/cg-$label/callgrind.out.$SERVER_PID".* | head -n 1)" "$OUT/callgrind.$label.$phase"
+}
+
+# measure LABEL PHASE SCRIPT [VAR=VALUE ...]: one wrk phase with callgrind counting,
+# less what the server does meanwhile without requests (its probes and timers: the
+# idle dump, as long as a phase), which would otherwise count as requests' work.
+measure() {
+  local label=$1 phase=$2 script=$3 before after
+  shift 3
+  settle
+  before=$(batches "$(curl -sS --max-time 30 "$BASE/metrics")")
+  counted "$label" "$phase" run_wrk "$label-$phase" "$script" "${CG_SECONDS}s" "$@"
   after=$(batches "$(curl -sS --max-time 30 "$BASE/metrics")")
-  python3 - "$OUT/$label-$phase.json" "$dump" "$before" "$after" "$label" "$phase" "$OUT/summary.txt" <<'PY'
-import json, re, sys
+  python3 - "$OUT/$label-$phase.json" "$OUT/callgrind.$label.$phase" "$before" "$after" "$label" \
+    "$phase" "$OUT/summary.txt" "$OUT/callgrind.$label.idle" <<'PY'
+import json, os, re, sys
+
+def totals(path):
+    for line in open(path, errors="replace"):
+        m = re.match(r"^totals:\s*(\d+)", line)
+        if m:
+            return int(m.group(1))
+    return 0
+
 result = json.load(open(sys.argv[1]))
-ir = 0
-for line in open(sys.argv[2], errors="replace"):
-    m = re.match(r"^totals:\s*(\d+)", line)
-    if m:
-        ir = int(m.group(1))
-        break
+# The idle rate over the phase's own duration is taken off.
+idle_s = float(os.environ["CG_SECONDS"])
+idle = totals(sys.argv[8]) / idle_s * result.get("duration_s", idle_s)
+ir = max(totals(sys.argv[2]) - idle, 0)
 (o0, b0), (o1, b1) = (map(int, s.split()) for s in sys.argv[3:5])
 requests = result.get("requests", 0)
 created = result.get("created", 0)
@@ -113,6 +130,8 @@ for bin in "${BINS[@]}"; do
     FS_DONE_DIR="$DONE_DIR"
   rm -rf "$DONE_DIR"
   DONE_DIR=""
+  settle
+  counted "$label" idle sleep "$CG_SECONDS"
   measure "$label" healthz healthz.lua
   measure "$label" checkout checkout.lua "${env_[@]}" FS_PRODUCT_ID="$hot"
   measure "$label" refusal checkout.lua "${env_[@]}" FS_PRODUCT_ID="$sold"
