@@ -44,6 +44,23 @@ pub static CHECKOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+thread_local! {
+    /// Each HTTP worker's [`CHECKOUTS`] series by outcome: `with_label_values` hashes the
+    /// label and takes a lock on every call, and every checkout is counted.
+    static CHECKOUT_SERIES: std::cell::RefCell<foldhash::HashMap<&'static str, prometheus::IntCounter>> =
+        std::cell::RefCell::new(foldhash::HashMap::default());
+}
+
+/// Counts one checkout answered with `outcome` (`created`, `replayed` or an error code).
+pub fn count_checkout(outcome: &'static str) {
+    CHECKOUT_SERIES.with_borrow_mut(|series| {
+        series
+            .entry(outcome)
+            .or_insert_with(|| CHECKOUTS.with_label_values(&[outcome]))
+            .inc()
+    });
+}
+
 /// Write-behind batches by outcome: `committed`, `rolled_back`, `reconciled`.
 pub static WRITER_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -10,7 +10,7 @@
 //! at DEBUG level, are disabled at their call sites: tracing off costs nothing.
 //!
 //! One trace per request: `http.request` (honouring an incoming W3C `traceparent`) →
-//! `store.route` → `product.<message>` → `writer.batch` (linked to every checkout span it
+//! (`store.route`, only when the store's actor starts the product's) → `product.<message>` → `writer.batch` (linked to every checkout span it
 //! carries) → `db.*` statements. Span names are the constants below.
 
 use opentelemetry::propagation::TextMapPropagator;

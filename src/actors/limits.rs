@@ -112,6 +112,12 @@ impl StoreLimits {
         }
     }
 
+    /// Whether checkouts are limited per client address (if not, the address need not be
+    /// known to check them).
+    pub fn limits_addresses(&self) -> bool {
+        self.per_address.is_some()
+    }
+
     /// Forgets buyers and keys whose limits are back to full (bounds memory).
     pub fn forget_idle(&self) {
         for (_, limiter) in [&self.per_key, &self.per_customer, &self.per_address]

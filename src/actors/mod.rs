@@ -1,7 +1,8 @@
 //! The actors, and the directory that finds them.
 //!
-//! - [`store::StoreActor`], one per store: routes its products' messages to their actors
-//!   (its catalog) and creates product actors on first use.
+//! - [`store::StoreActor`], one per store: creates its product actors on first use (after
+//!   looking the id up) and publishes the running ones (its [`Catalog`]), so that the
+//!   directory sends to a running product without a hop through the store.
 //! - [`product::ProductActor`], one per touched product: owns its stock, holds,
 //!   per-customer counts, a compact filter of its orders' idempotency keys and its rendered
 //!   snapshot. Every decision
@@ -135,10 +136,22 @@ impl Shared {
     }
 }
 
+/// The product actors one store has running, by product id: published by the store's
+/// actor, its only writer, so that a message for a running product goes straight to
+/// its mailbox (see [`Actors::to_product`]). Only ids the store found to be its own
+/// products are ever in it: a product actor is still started by its store alone.
+pub type Catalog = RwLock<HashMap<String, Mailbox<product::ProductActor>>>;
+
+/// A store in the directory: its actor and the catalog it publishes.
+struct StoreEntry {
+    mailbox: Mailbox<StoreActor>,
+    catalog: Arc<Catalog>,
+}
+
 /// The directory of store actors. Product actors are found through their store.
 pub struct Actors {
     shared: Arc<Shared>,
-    stores: RwLock<HashMap<String, Mailbox<StoreActor>>>,
+    stores: RwLock<HashMap<String, StoreEntry>>,
     /// Each store's rate limits, kept beside its actor in the directory so that the HTTP
     /// workers check them without a mailbox hop.
     limits: RwLock<HashMap<String, Arc<limits::StoreLimits>>>,
@@ -279,36 +292,75 @@ impl Actors {
     }
 
     fn store(&self, store_id: &str) -> Mailbox<StoreActor> {
-        if let Some(addr) = self.stores.read().expect("store directory").get(store_id) {
-            if addr.connected() {
-                return addr.clone();
+        if let Some(entry) = self.stores.read().expect("store directory").get(store_id) {
+            if entry.mailbox.connected() {
+                return entry.mailbox.clone();
             }
         }
         let mut stores = self.stores.write().expect("store directory");
         match stores.get(store_id) {
-            Some(addr) if addr.connected() => addr.clone(),
+            Some(entry) if entry.mailbox.connected() => entry.mailbox.clone(),
             _ => {
-                let actor = StoreActor::new(store_id.to_owned(), self.shared.clone());
+                let catalog = Arc::new(Catalog::default());
+                let actor =
+                    StoreActor::new(store_id.to_owned(), self.shared.clone(), catalog.clone());
                 let addr = StoreActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
                 let mailbox = Mailbox::new(addr, self.shared.mailbox_capacity, "store");
-                stores.insert(store_id.to_owned(), mailbox.clone());
+                let entry = StoreEntry {
+                    mailbox: mailbox.clone(),
+                    catalog,
+                };
+                stores.insert(store_id.to_owned(), entry);
                 mailbox
             }
         }
     }
 
-    /// Sends `msg` to a product through its store's actor, with the deadline of a
-    /// request arriving now; a full mailbox answers the message's reply channel with
+    /// Sends `msg` to a product, with the deadline of a request arriving now: straight
+    /// to its mailbox if its store has its actor running (the store's hop would only
+    /// forward it), else through its store's actor, which looks the id up and starts
+    /// the actor. A full mailbox answers the message's reply channel with
     /// [`Failure::Overloaded`] at once.
     pub fn to_product(&self, store_id: &str, product_id: &str, msg: ProductMsg) {
+        let deadline = Deadline::from_now();
+        let Some(msg) = self.to_running_product(store_id, product_id, msg, deadline) else {
+            return;
+        };
         let envelope = ToProduct {
             product_id: product_id.to_owned(),
             msg,
         };
-        match self.store(store_id).send(envelope, Deadline::from_now()) {
+        match self.store(store_id).send(envelope, deadline) {
             Ok(()) => {}
             Err(Refused::Full(envelope)) => envelope.msg.fail(Failure::Overloaded),
             Err(Refused::Closed(envelope)) => envelope.msg.fail(Failure::Unavailable),
+        }
+    }
+
+    /// Sends `msg` to the product's running actor as its store published it; the
+    /// message comes back if there is none (not started, or stopped since).
+    fn to_running_product(
+        &self,
+        store_id: &str,
+        product_id: &str,
+        msg: ProductMsg,
+        deadline: Deadline,
+    ) -> Option<ProductMsg> {
+        let stores = self.stores.read().expect("store directory");
+        let Some(entry) = stores.get(store_id) else {
+            return Some(msg);
+        };
+        let catalog = entry.catalog.read().expect("catalog");
+        let Some(product) = catalog.get(product_id) else {
+            return Some(msg);
+        };
+        match product.send(msg, deadline) {
+            Ok(()) => None,
+            Err(Refused::Full(msg)) => {
+                msg.fail(Failure::Overloaded);
+                None
+            }
+            Err(Refused::Closed(msg)) => Some(msg),
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct StoreActor {
     shared: Arc<Shared>,
     /// product id → its actor, for every product of this store touched so far.
     catalog: HashMap<String, Mailbox<ProductActor>>,
+    /// The running ones of `catalog`, published for the directory (see
+    /// [`super::Catalog`]); only this actor writes it.
+    published: Arc<super::Catalog>,
     /// product id → the messages waiting for its existence lookup (one lookup per id,
     /// shared by every miss on it that arrives meanwhile).
     pending: HashMap<String, Vec<(ProductMsg, Deadline)>>,
@@ -53,11 +56,12 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(store_id: String, shared: Arc<Shared>) -> Self {
+    pub fn new(store_id: String, shared: Arc<Shared>, published: Arc<super::Catalog>) -> Self {
         StoreActor {
             store_id,
             shared,
             catalog: HashMap::new(),
+            published,
             pending: HashMap::new(),
             queued: VecDeque::new(),
             looking: 0,
@@ -86,6 +90,10 @@ impl StoreActor {
         let addr = ProductActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
         let mailbox = Mailbox::new(addr, self.shared.mailbox_capacity, "product");
         self.catalog.insert(product_id.to_owned(), mailbox.clone());
+        self.published
+            .write()
+            .expect("catalog")
+            .insert(product_id.to_owned(), mailbox.clone());
         mailbox
     }
 }
@@ -108,6 +116,11 @@ impl Actor for StoreActor {
             act.catalog.retain(|_, mailbox| mailbox.connected());
             if act.catalog.capacity() > 2 * act.catalog.len() + 64 {
                 act.catalog.shrink_to_fit();
+            }
+            let mut published = act.published.write().expect("catalog");
+            published.retain(|_, mailbox| mailbox.connected());
+            if published.capacity() > 2 * published.len() + 64 {
+                published.shrink_to_fit();
             }
         });
     }
@@ -159,6 +172,7 @@ impl StoreActor {
                 Err(Refused::Full(m)) => return m.fail(Failure::Overloaded),
                 Err(Refused::Closed(m)) => {
                     self.catalog.remove(product_id);
+                    self.published.write().expect("catalog").remove(product_id);
                     msg = m;
                 }
             }

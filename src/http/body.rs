@@ -15,11 +15,34 @@ use super::AppState;
 /// A JSON body no larger than the configured limit.
 pub struct JsonBody(pub Value);
 
+impl JsonBody {
+    /// Parses `bytes` as JSON (400 `malformed_body` if it is not).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::MalformedBody(e.to_string()))
+    }
+}
+
 impl FromRequest for JsonBody {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let read = RawBody::read(req, payload);
+        Box::pin(async move { JsonBody::parse(&read.await?.0) })
+    }
+}
+
+/// A body no larger than the configured limit, unparsed: for a handler that parses its
+/// common shape itself, without a JSON tree (checkout), and falls back to [`JsonBody`]'s.
+pub struct RawBody(pub web::Bytes);
+
+impl RawBody {
+    fn read(
+        req: &HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> impl Future<Output = Result<Self, ApiError>> {
         let limit = req
             .app_data::<web::Data<AppState>>()
             .map_or(crate::config::DEFAULT_BODY_LIMIT, |s| s.body_limit);
@@ -28,11 +51,13 @@ impl FromRequest for JsonBody {
             .get(actix_web::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let mut payload = payload.take();
-        Box::pin(async move {
+        async move {
             if declared.is_some_and(|n| n > limit) {
                 return Err(ApiError::PayloadTooLarge(limit));
             }
-            let mut bytes = web::BytesMut::new();
+            // Sized for the declared body (within bounds), so that it is copied once.
+            let mut bytes =
+                web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit).min(16 * 1024));
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| ApiError::MalformedBody(e.to_string()))?;
                 if bytes.len() + chunk.len() > limit {
@@ -40,9 +65,16 @@ impl FromRequest for JsonBody {
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            serde_json::from_slice(&bytes)
-                .map(JsonBody)
-                .map_err(|e| ApiError::MalformedBody(e.to_string()))
-        })
+            Ok(RawBody(bytes.freeze()))
+        }
+    }
+}
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        Box::pin(Self::read(req, payload))
     }
 }

@@ -1,23 +1,31 @@
-//! `POST /checkout`: idempotency first, then the store and product actors, then the
-//! writer; the answer comes once the order is committed.
+//! `POST /checkout`: the sold-out gate first, then the product actor, then the writer;
+//! the answer comes once the order is committed.
+//!
+//! This is the hottest path of the service, so it is written to spend little: the body
+//! of the usual shape is read into borrowed fields without a JSON tree (anything else
+//! takes the general, field-by-field path and its error messages), a sold-out refusal
+//! is decided before anything is copied or hashed and answered with a body rendered
+//! once, and a new key costs no cache write (the product actor knows its keys; replays
+//! are kept in memory once served).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::auth::{Caller, ANY_STORE_KEY};
-use super::body::JsonBody;
-use super::errors::ApiError;
+use super::body::RawBody;
+use super::checkout_body::{general_body, parse_checkout, CheckoutFields};
+use super::errors::{ApiError, PROBLEM_JSON};
 use super::{AppState, Idempotency};
 use crate::actors::product::{CheckoutCommand, ProductMsg};
 use crate::actors::Checkout;
 use crate::db::orders::{find_by_idempotency_key, find_order};
 use crate::domain::ledger::Refusal;
-use crate::domain::order::{CheckoutBody, Consent, Order};
-use crate::domain::validate::{FieldError, Fields, Required};
-use crate::metrics::{CHECKOUTS, IDEMPOTENT_REPLAYS};
+use crate::domain::order::Order;
+use crate::domain::validate::FieldError;
+use crate::metrics::IDEMPOTENT_REPLAYS;
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
@@ -43,34 +51,24 @@ pub struct ConsentRequest {
     marketing: bool,
 }
 
-fn parse_checkout(body: &serde_json::Value) -> Result<CheckoutBody, Vec<FieldError>> {
-    let mut f = Fields::new(body)?;
-    let product_id = f.string("product_id", Required, 1..=64);
-    let quantity = f.int("quantity", Required, 1..=100);
-    let customer_id = f.string("customer_id", Required, 1..=200);
-    let consent = f.object("consent", Required, |c| {
-        let terms_version = c.string("terms_version", Required, 1..=64);
-        let marketing = c.bool("marketing", Required);
-        Some(Consent {
-            terms_version: terms_version?,
-            marketing: marketing?,
-        })
-    });
-    f.finish()?;
-    Ok(CheckoutBody {
-        product_id: product_id.unwrap_or_default(),
-        quantity: quantity.unwrap_or_default(),
-        customer_id: customer_id.unwrap_or_default(),
-        consent: consent.unwrap_or(Consent {
-            terms_version: String::new(),
-            marketing: false,
-        }),
-    })
+/// The `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<&str, ApiError> {
+    let value = req
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .ok_or(ApiError::MissingIdempotencyKey)?;
+    checked_key(value.as_bytes())
 }
 
-/// The `Idempotency-Key` header: 1–255 visible ASCII characters.
-fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    optional_idempotency_key(req)?.ok_or(ApiError::MissingIdempotencyKey)
+fn checked_key(bytes: &[u8]) -> Result<&str, ApiError> {
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            IDEMPOTENCY_KEY,
+            "must be 1 to 255 visible ASCII characters",
+        )]));
+    }
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(bytes).map_err(|_| ApiError::MissingIdempotencyKey)
 }
 
 /// The `Idempotency-Key` header if there is one (restock: optional).
@@ -78,37 +76,7 @@ pub fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, Api
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            IDEMPOTENCY_KEY,
-            "must be 1 to 255 visible ASCII characters",
-        )]));
-    }
-    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// Removes an in-flight marker unless the request finished (the client may hang up, or
-/// the request fail with 503, and a retry must then be served afresh).
-struct InFlightGuard<'a> {
-    cache: &'a crate::Cache<String, Arc<Idempotency>>,
-    key: Option<String>,
-}
-
-impl InFlightGuard<'_> {
-    fn complete(&mut self, result: Idempotency) {
-        if let Some(key) = self.key.take() {
-            self.cache.insert(key, Arc::new(result));
-        }
-    }
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.cache.invalidate(&key);
-        }
-    }
+    checked_key(value.as_bytes()).map(|key| Some(key.to_owned()))
 }
 
 fn replay(status: u16, content_type: &str, body: Bytes) -> HttpResponse {
@@ -118,21 +86,75 @@ fn replay(status: u16, content_type: &str, body: Bytes) -> HttpResponse {
         .body(body)
 }
 
+/// An order as the 201 shows it: [`Order`]'s fields in its order, borrowed, with the
+/// status it was created with (so the same bytes as `Order`'s own serialization).
+#[derive(serde::Serialize)]
+struct CreatedView<'a> {
+    id: &'a str,
+    store_id: &'a str,
+    product_id: &'a str,
+    customer_id: &'a str,
+    quantity: i32,
+    unit_price_cents: i64,
+    currency: &'a str,
+    total_cents: i64,
+    status: &'a str,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The 201 body of `order` as it was first sent. Every field of an order but its status
 /// is immutable, and the status it was created with follows from `expires_at` (a hold
 /// is created `reserved`, anything else `confirmed`), so the body rendered from the
 /// stored row after a restart, a confirm or a cancel is the original byte for byte.
 fn created(order: &Order) -> Bytes {
-    let original = Order {
-        status: if order.expires_at.is_some() {
+    let Order {
+        id,
+        store_id,
+        product_id,
+        customer_id,
+        quantity,
+        unit_price_cents,
+        currency,
+        total_cents,
+        status: _,
+        expires_at,
+        created_at,
+    } = order;
+    let view = CreatedView {
+        id,
+        store_id,
+        product_id,
+        customer_id,
+        quantity: *quantity,
+        unit_price_cents: *unit_price_cents,
+        currency,
+        total_cents: *total_cents,
+        status: if expires_at.is_some() {
             "reserved"
         } else {
             "confirmed"
-        }
-        .to_owned(),
-        ..order.clone()
+        },
+        expires_at: *expires_at,
+        created_at: *created_at,
     };
-    serde_json::to_vec(&original).unwrap_or_default().into()
+    serde_json::to_vec(&view).unwrap_or_default().into()
+}
+
+/// The answer to a checkout of a sold-out product with a new key: always the same
+/// problem document, rendered once.
+fn sold_out() -> HttpResponse {
+    static BODY: LazyLock<Bytes> =
+        LazyLock::new(|| Bytes::from(ApiError::refused(Refusal::SoldOut).body()));
+    HttpResponse::build(ApiError::refused(Refusal::SoldOut).status_code())
+        .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+        .body(BODY.clone())
+}
+
+/// A response and the outcome it is counted as.
+struct Served {
+    response: HttpResponse,
+    outcome: &'static str,
 }
 
 /// Buys `quantity` units of a product. 201 means the order is committed.
@@ -153,9 +175,9 @@ pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: JsonBody,
+    body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
-    serve_checkout(&req, &state, &caller, body).await
+    serve_checkout(&req, &state, &caller, &body.0, None).await
 }
 
 /// The same checkout with the product in the path, so that a router can place it by its
@@ -179,25 +201,9 @@ pub async fn product_checkout(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
-    body: JsonBody,
+    body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = body;
-    if let Some(fields) = body.0.as_object_mut() {
-        match fields.get("product_id") {
-            None => {
-                fields.insert("product_id".to_owned(), id.as_str().into());
-            }
-            Some(named) if named.as_str() == Some(id.as_str()) => {}
-            Some(_) => {
-                return Err(vec![FieldError::new(
-                    "product_id",
-                    "must be the product in the path, or left out",
-                )]
-                .into())
-            }
-        }
-    }
-    serve_checkout(&req, &state, &caller, body).await
+    serve_checkout(&req, &state, &caller, &body.0, Some(id.as_str())).await
 }
 
 /// Places the order and records the checkout's outcome and duration.
@@ -205,71 +211,83 @@ async fn serve_checkout(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
-    body: JsonBody,
+    body: &[u8],
+    path_id: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let result = place_order(req, state, caller, body).await;
+    let result = place_order(req, state, caller, body, path_id).await;
     crate::metrics::CHECKOUT_DURATION.observe(started.elapsed().as_secs_f64());
     let outcome = match &result {
-        Ok(r) if r.headers().contains_key(IDEMPOTENT_REPLAYED) => "replayed",
-        Ok(r) if r.status() == StatusCode::CREATED => "created",
-        Ok(_) => "replayed",
+        Ok(served) => served.outcome,
         Err(e) => e.code(),
     };
-    CHECKOUTS.with_label_values(&[outcome]).inc();
-    result
+    crate::metrics::count_checkout(outcome);
+    result.map(|served| served.response)
 }
 
 async fn place_order(
     req: &HttpRequest,
     state: &AppState,
     caller: &Caller,
-    body: JsonBody,
-) -> Result<HttpResponse, ApiError> {
+    body: &[u8],
+    path_id: Option<&str>,
+) -> Result<Served, ApiError> {
+    // The answers come in this order: malformed body (400) or a product_id other than
+    // the path's (422), then the key's role (403), the Idempotency-Key (400, 422), the
+    // fields (422).
+    let plain = CheckoutFields::plain(body, path_id);
+    let general = match plain {
+        Some(_) => None,
+        None => Some(general_body(body, path_id)?),
+    };
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let key = idempotency_key(req)?;
-    let body = parse_checkout(&body.0)?;
-    let client_addr = super::buyer_addr(req, state);
-    state
-        .actors
-        .limits(grant)
-        .check_checkout(&body.customer_id, client_addr.as_deref())?;
-    let request_hash = body.fingerprint();
-    let cache_key = format!("{}\u{1f}{key}", grant.store_id);
-    // The sold-out fast path: refused without a mailbox, the database or a cache write.
-    // A key the product has an order for is let through, to be replayed. Like every
-    // refusal it binds nothing: after a restock the same key may buy.
-    if let Some(gate) = state.actors.gate(&body.product_id) {
-        if gate.store_id == grant.store_id && gate.refuses(&key) {
-            return Err(ApiError::refused(Refusal::SoldOut));
+    let parsed;
+    let fields = match plain {
+        Some(fields) => fields,
+        None => {
+            parsed = parse_checkout(general.as_ref().expect("parsed above"))?;
+            CheckoutFields::of(&parsed)
+        }
+    };
+    let limits = state.actors.limits(grant);
+    let limit_addr = if limits.limits_addresses() {
+        super::buyer_addr(req, state)
+    } else {
+        None
+    };
+    limits.check_checkout(fields.customer_id, limit_addr.as_deref())?;
+    // The sold-out fast path: refused without a mailbox, the database, a copy or a
+    // hash. A key the product has an order for is let through, to be replayed. Like
+    // every refusal it binds nothing: after a restock the same key may buy.
+    if let Some(gate) = state.actors.gate(fields.product_id) {
+        if gate.store_id == grant.store_id && gate.refuses(key) {
+            return Ok(Served {
+                response: sold_out(),
+                outcome: "sold_out",
+            });
         }
     }
-    // First sight of this key in this process wins the marker (one cache operation for
-    // the lookup and the claim); any other request with it is answered from what the
-    // cache holds.
-    let entry = state
-        .idempotency
-        .entry(cache_key.clone())
-        .or_insert_with(|| Arc::new(Idempotency::InFlight(request_hash)));
-    crate::metrics::cache_lookup("idempotency", !entry.is_fresh());
-    if !entry.is_fresh() {
-        return answer_known(&entry.into_value(), request_hash);
-    }
-    let mut guard = InFlightGuard {
-        cache: &state.idempotency,
-        key: Some(cache_key),
-    };
     // The circuit breaker: with the database away, a new order cannot commit; fail fast
-    // rather than queue (the marker goes with the guard). Replays and sold-out refusals
-    // above need no database.
+    // rather than queue. A replay this process keeps in memory needs no database.
     if !state.actors.health().is_up() {
-        return Err(ApiError::Unavailable);
+        let body = fields.to_body();
+        return match remembered(state, &grant.store_id, key) {
+            Some(known) => answer_known(&known, body.fingerprint()),
+            None => Err(ApiError::Unavailable),
+        };
     }
-
+    let client_addr = match limit_addr {
+        Some(addr) => Some(addr),
+        None => super::buyer_addr(req, state),
+    };
+    let body = fields.to_body();
+    let request_hash = body.fingerprint();
+    let product_id = body.product_id.clone();
     let cmd = CheckoutCommand {
         span: tracing::Span::current(),
         body,
-        idempotency_key: key.clone(),
+        idempotency_key: key.to_owned(),
         request_hash,
         api_key_id: grant.key_id.clone(),
         client_addr,
@@ -280,7 +298,6 @@ async fn place_order(
             .map(str::to_owned),
         key_checked: false,
     };
-    let product_id = cmd.body.product_id.clone();
     let send = |cmd: CheckoutCommand| {
         super::ask_write(|reply| {
             state.actors.to_product(
@@ -295,11 +312,13 @@ async fn place_order(
     // knows. Found: replayed (or refused as reused); not found: a new checkout.
     if let Ok(Checkout::MaybeKnown(cmd)) = answer {
         let client = state.pool.get().await?;
-        match find_by_idempotency_key(&**client, &grant.store_id, &key).await? {
+        match find_by_idempotency_key(&**client, &grant.store_id, key).await? {
             Some((_, known)) if known != request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)
             }
-            Some((order, _)) => return replay_stored(&mut guard, request_hash, Some(order)),
+            Some((order, _)) => {
+                return replay_stored(state, &grant.store_id, key, request_hash, Some(order))
+            }
             None => {
                 drop(client);
                 answer = send(CheckoutCommand {
@@ -311,19 +330,16 @@ async fn place_order(
         }
     }
     match answer {
-        Ok(Checkout::Created(order)) => {
-            let body = created(&order);
-            guard.complete(Idempotency::Done {
-                request_hash,
-                status: 201,
-                content_type: "application/json",
-                body: body.clone(),
-            });
-            Ok(HttpResponse::Created()
+        // A new key costs no cache write: while its order is in flight or kept, the
+        // product actor knows the key (a retry comes back as `KnownKey`), and the
+        // database holds it for good.
+        Ok(Checkout::Created(order)) => Ok(Served {
+            response: HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/api/v1/orders/{}", order.id)))
                 .content_type("application/json")
-                .body(body))
-        }
+                .body(created(&order)),
+            outcome: "created",
+        }),
         Ok(Checkout::KnownKey {
             order_id,
             request_hash: known,
@@ -331,26 +347,47 @@ async fn place_order(
             if known != request_hash {
                 return Err(ApiError::IdempotencyKeyReused);
             }
+            if let Some(known) = remembered(state, &grant.store_id, key) {
+                return answer_known(&known, request_hash);
+            }
             let client = state.pool.get().await?;
             let order = find_order(&**client, &grant.store_id, &order_id).await?;
-            replay_stored(&mut guard, request_hash, order)
+            replay_stored(state, &grant.store_id, key, request_hash, order)
         }
         Ok(Checkout::Duplicate | Checkout::MaybeKnown(_)) => {
             let client = state.pool.get().await?;
-            match find_by_idempotency_key(&**client, &grant.store_id, &key).await? {
+            match find_by_idempotency_key(&**client, &grant.store_id, key).await? {
                 Some((_, known)) if known != request_hash => Err(ApiError::IdempotencyKeyReused),
-                found => replay_stored(&mut guard, request_hash, found.map(|(order, _)| order)),
+                found => replay_stored(
+                    state,
+                    &grant.store_id,
+                    key,
+                    request_hash,
+                    found.map(|(order, _)| order),
+                ),
             }
         }
-        // A refusal or a 503 binds nothing (the guard forgets the marker): a retry with
-        // this key is decided afresh, and after `outcome_unknown` it learns the outcome
-        // from the product, which knows the key until its batch is resolved.
+        // A refusal or a 503 binds nothing: a retry with this key is decided afresh,
+        // and after `outcome_unknown` it learns the outcome from the product, which
+        // knows the key until its batch is resolved.
         Err(e) => Err(e),
     }
 }
 
-/// The answer for a key this process has seen: replay, in progress, or reused.
-fn answer_known(known: &Idempotency, request_hash: [u8; 32]) -> Result<HttpResponse, ApiError> {
+/// The key of an idempotency result in [`AppState::idempotency`].
+fn cache_key(store_id: &str, key: &str) -> String {
+    format!("{store_id}\u{1f}{key}")
+}
+
+/// The answer this process keeps for `key` of the store, if it replayed it before.
+fn remembered(state: &AppState, store_id: &str, key: &str) -> Option<Arc<Idempotency>> {
+    let known = state.idempotency.get(&cache_key(store_id, key));
+    crate::metrics::cache_lookup("idempotency", known.is_some());
+    known
+}
+
+/// The answer for a key this process keeps: the replay, or 422 if the request differs.
+fn answer_known(known: &Idempotency, request_hash: [u8; 32]) -> Result<Served, ApiError> {
     match known {
         Idempotency::Done {
             request_hash: h,
@@ -359,30 +396,71 @@ fn answer_known(known: &Idempotency, request_hash: [u8; 32]) -> Result<HttpRespo
             body,
         } if *h == request_hash => {
             IDEMPOTENT_REPLAYS.with_label_values(&["memory"]).inc();
-            Ok(replay(*status, content_type, body.clone()))
+            Ok(Served {
+                response: replay(*status, content_type, body.clone()),
+                outcome: "replayed",
+            })
         }
-        Idempotency::InFlight(h) if *h == request_hash => Err(ApiError::idempotency_in_progress()),
         _ => Err(ApiError::IdempotencyKeyReused),
     }
 }
 
-/// Replays an order found in the database under this key.
+/// Replays an order found in the database under this key, and keeps the answer for the
+/// next retry.
 fn replay_stored(
-    guard: &mut InFlightGuard<'_>,
+    state: &AppState,
+    store_id: &str,
+    key: &str,
     request_hash: [u8; 32],
     order: Option<Order>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Served, ApiError> {
     let Some(order) = order else {
         // Known to the product actor but not committed yet: a batch is carrying it.
         return Err(ApiError::idempotency_in_progress());
     };
     IDEMPOTENT_REPLAYS.with_label_values(&["database"]).inc();
     let body = created(&order);
-    guard.complete(Idempotency::Done {
-        request_hash,
-        status: 201,
-        content_type: "application/json",
-        body: body.clone(),
-    });
-    Ok(replay(201, "application/json", body))
+    state.idempotency.insert(
+        cache_key(store_id, key),
+        Arc::new(Idempotency::Done {
+            request_hash,
+            status: 201,
+            content_type: "application/json",
+            body: body.clone(),
+        }),
+    );
+    Ok(Served {
+        response: replay(201, "application/json", body),
+        outcome: "replayed",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_201_body_is_the_orders_own_serialization_with_its_first_status() {
+        let now = chrono::Utc::now();
+        for (expires_at, first) in [(None, "confirmed"), (Some(now), "reserved")] {
+            let order = Order {
+                id: "ord_1".into(),
+                store_id: "sto_1".into(),
+                product_id: "prd_\"1\"".into(),
+                customer_id: "c-é".into(),
+                quantity: 3,
+                unit_price_cents: 1999,
+                currency: "EUR".into(),
+                total_cents: 5997,
+                status: "cancelled".into(),
+                expires_at,
+                created_at: now,
+            };
+            let original = Order {
+                status: first.into(),
+                ..order.clone()
+            };
+            assert_eq!(created(&order), serde_json::to_vec(&original).unwrap());
+        }
+    }
 }

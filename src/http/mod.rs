@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod checkout;
+mod checkout_body;
 pub mod client_addr;
 pub mod docs;
 pub mod errors;
@@ -48,11 +49,10 @@ const KEY_LOAD_TTL: Duration = Duration::from_secs(1);
 /// for good).
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// An idempotency key's result, as far as this process knows it.
+/// An idempotency key's result, kept once this process replayed it (a key in flight is
+/// known to its product actor, a committed one to the database).
 #[derive(Debug)]
 pub enum Idempotency {
-    /// A request with this key and this fingerprint is being served.
-    InFlight([u8; 32]),
     /// Answered: the fingerprint, and the response to send again.
     Done {
         request_hash: [u8; 32],

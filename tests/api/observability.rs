@@ -71,10 +71,12 @@ async fn one_checkout_makes_one_trace_with_a_span_per_hop() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // HTTP (child of the caller) → store actor → product actor.
+    // HTTP (child of the caller) → store actor (the product's actor was not running:
+    // the store looks the id up and starts it) → product actor.
     assert_eq!(http.parent_span_id, caller_span);
     assert_eq!(store_hop.parent_span_id, http.span_context.span_id());
     assert_eq!(product_hop.parent_span_id, store_hop.span_context.span_id());
+    assert_direct_to_running_product(&app, &store.storefront, &product).await;
     let attributes: HashMap<String, String> = http
         .attributes
         .iter()
@@ -122,6 +124,46 @@ async fn one_checkout_makes_one_trace_with_a_span_per_hop() {
             );
         }
     }
+}
+
+/// A checkout of a product whose actor runs goes from the HTTP worker straight to the
+/// product's mailbox: its trace has no store hop, and the product span is the HTTP span's
+/// child.
+async fn assert_direct_to_running_product(app: &crate::helpers::TestApp, key: &str, product: &str) {
+    let trace_id = TraceId::from_bytes(rand::random::<[u8; 16]>());
+    let caller_span = SpanId::from_bytes(rand::random::<[u8; 8]>());
+    let response = app
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", "traced-again")
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&checkout_body(product, 1, "bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ours = |s: &SpanData| s.span_context.trace_id() == trace_id;
+    let (http, product_hop, all) = loop {
+        let all = spans().get_finished_spans().unwrap();
+        let http = find(&all, SPAN_HTTP, ours).cloned();
+        let product_hop = find(&all, SPAN_PRODUCT_CHECKOUT, ours).cloned();
+        if let (Some(h), Some(p)) = (http, product_hop) {
+            break (h, p, all);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second checkout's spans were not exported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(http.parent_span_id, caller_span);
+    assert_eq!(product_hop.parent_span_id, http.span_context.span_id());
+    assert!(
+        find(&all, SPAN_STORE, ours).is_none(),
+        "a running product's checkout went through the store actor"
+    );
 }
 
 /// A minimal OTLP/HTTP receiver: decodes each POSTed ExportTraceServiceRequest and sends
