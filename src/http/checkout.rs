@@ -228,7 +228,15 @@ async fn place_order(
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ANY_STORE_KEY)?;
     let key = idempotency_key(req)?;
-    let body = parse_checkout(&body.0)?;
+    let raw = body.0;
+    let body = parse_checkout(&raw)?;
+    // The product's owner decides (limits, idempotency, stock): another instance's
+    // product is its to sell.
+    if let Some(answer) =
+        super::forward_if_elsewhere(req, state, &body.product_id, Some(&raw)).await?
+    {
+        return Ok(answer);
+    }
     let client_addr = super::buyer_addr(req, state);
     state
         .actors
