@@ -111,6 +111,9 @@ impl Cluster {
                 .iter()
                 .all(|s| s.held.is_some() || s.elsewhere.is_some());
             self.settled.store(settled, Ordering::Release);
+            if settled {
+                self.joined.store(true, Ordering::Release);
+            }
             let owned = view.slots.iter().filter(|s| s.held.is_some()).count();
             CLUSTER_SHARDS_OWNED.set(owned as i64);
         }

@@ -61,6 +61,8 @@ pub struct Cluster {
     losses: tokio::sync::watch::Sender<u64>,
     /// Every shard has a live holder in our view (`/readyz`).
     settled: AtomicBool,
+    /// Settled at least once.
+    joined: AtomicBool,
     /// Forwards requests to other instances (pooled keep-alive connections).
     pub forwarder: forward::Forwarder,
     /// The cluster's forwarding secret and its hash, once read from the database.
@@ -86,6 +88,7 @@ impl Cluster {
             }),
             losses: tokio::sync::watch::channel(0).0,
             settled: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             forwarder: forward::Forwarder::new(lease),
             secret: OnceLock::new(),
             health: OnceLock::new(),
@@ -173,6 +176,13 @@ impl Cluster {
     /// Whether every shard has a live holder in this instance's view.
     pub fn settled(&self) -> bool {
         self.settled.load(Ordering::Acquire)
+    }
+
+    /// Whether this instance has been settled once (it joined the cluster): `/readyz`.
+    /// Not whether it is settled now: shards moving between live instances (one came or
+    /// went) are no reason to take this one out of a load balancer.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
     }
 
     /// The live members, and how many shards each held as of the last round.

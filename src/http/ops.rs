@@ -26,7 +26,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     // by its owner.
     let ready = state.ready.load(Ordering::Acquire)
         && state.actors.health().is_up()
-        && state.actors.cluster().settled();
+        && state.actors.cluster().joined();
     if ready {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {
