@@ -3,6 +3,7 @@
 //! a paused owner woken after another took over.
 
 mod failover;
+mod haproxy;
 mod stampede;
 
 use std::sync::Arc;
