@@ -34,10 +34,12 @@ INSERT INTO shard_leases (shard) SELECT generate_series(0, 255);
 
 -- The fence: called first in every write transaction of an owner (write-behind batch,
 -- restock, PATCH, confirm, cancel, hold expiry) with the shards it writes for and the
--- epochs it holds them at. It share-locks those lease rows until the transaction ends,
--- so a claim (which updates the row) waits for writes under the old epoch to finish,
--- and any write that starts after a claim sees the new epoch and is refused with
--- SQLSTATE FS001: the transaction aborts and nothing it did commits.
+-- epochs it holds them at. It key-share-locks those lease rows until the transaction
+-- ends, so a claim (which locks the rows FOR UPDATE first) waits for writes under the
+-- old epoch to finish, and any write that starts after a claim sees the new epoch and
+-- is refused with SQLSTATE FS001: the transaction aborts and nothing it did commits.
+-- A renewal (an UPDATE of expires_at alone, FOR NO KEY UPDATE) does not conflict with
+-- the fences, so a slow write never holds up its own lease's renewal.
 CREATE FUNCTION cluster_fence(shards integer[], epochs bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -49,7 +51,7 @@ BEGIN
         JOIN unnest(shards, epochs) AS f(shard, epoch)
           ON l.shard = f.shard AND l.epoch = f.epoch
         ORDER BY l.shard
-        FOR SHARE OF l
+        FOR KEY SHARE OF l
     ) still_held;
     IF held <> cardinality(shards) THEN
         RAISE EXCEPTION 'shard lease lost: another instance owns the shard now'

@@ -53,6 +53,9 @@ pub async fn refuses_connections(url: &str) -> bool {
 pub enum NotForwarded {
     /// The owner's address refuses connections: it is dead (nothing was sent).
     Refused,
+    /// No connection to the owner could be made (nothing was sent): try again while
+    /// the request may wait, the shard may move meanwhile.
+    Unreachable,
     /// Answer this.
     Failed(ApiError),
 }
@@ -163,7 +166,10 @@ impl Cluster {
         via: Option<&Via>,
         client_addr: Option<String>,
     ) -> Result<Option<HttpResponse>, ApiError> {
-        for _ in 0..3 {
+        // Bounded like `place`: twice the lease, never past the request's deadline.
+        let until = (Instant::now() + self.lease * 2)
+            .min(crate::actors::mailbox::Deadline::from_now().start_by);
+        loop {
             let Some(owner) = self.place(product_id, via.map_or(0, |v| v.hops)).await? else {
                 return Ok(None);
             };
@@ -173,10 +179,13 @@ impl Cluster {
             {
                 Ok(answer) => return Ok(Some(answer)),
                 Err(NotForwarded::Refused) => self.evict(&owner).await,
+                Err(NotForwarded::Unreachable) if Instant::now() < until => {
+                    tokio::time::sleep(SETTLE_POLL * 5).await
+                }
+                Err(NotForwarded::Unreachable) => return Err(ApiError::Unavailable),
                 Err(NotForwarded::Failed(e)) => return Err(e),
             }
         }
-        Err(ApiError::Unavailable)
     }
 
     /// Sends `req` (with `body`) to the owner at `base` and answers with its answer.
@@ -225,8 +234,12 @@ impl Cluster {
             Err(e) => {
                 CLUSTER_FORWARDS.with_label_values(&["failed"]).inc();
                 tracing::warn!(error = %e, owner = %base, "forwarding failed");
-                if e.is_connect() && refuses_connections(base).await {
-                    return Err(NotForwarded::Refused);
+                if e.is_connect() {
+                    return Err(if refuses_connections(base).await {
+                        NotForwarded::Refused
+                    } else {
+                        NotForwarded::Unreachable
+                    });
                 }
                 return Err(NotForwarded::Failed(
                     if e.is_connect() || method == reqwest::Method::GET {

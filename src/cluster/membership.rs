@@ -29,6 +29,9 @@ impl Cluster {
     /// One round of membership and leases. `first`: this process's first, which also
     /// supersedes a registration under our URL (only a dead process can have had it).
     pub async fn run_round(&self, pool: &Pool, first: bool) -> anyhow::Result<Round> {
+        if self.left.load(Ordering::Acquire) {
+            return Ok(Round::default());
+        }
         let client = pool.get().await?;
         let lease_ms = self.lease.as_millis() as i64;
         let began = Instant::now();
@@ -178,6 +181,7 @@ impl Cluster {
 
     /// Leaves the cluster on a clean shutdown: shards freed for the others at once.
     pub async fn leave(&self, pool: &Pool) -> anyhow::Result<()> {
+        self.left.store(true, Ordering::Release);
         let all = self.held_shards();
         self.drop_shards(&all, "released");
         let client = pool.get().await?;
@@ -197,6 +201,9 @@ pub async fn run(
 ) {
     loop {
         let Some(c) = cluster.upgrade() else { return };
+        if c.left.load(Ordering::Acquire) {
+            return;
+        }
         let every = c.round_every();
         match c.run_round(&pool, false).await {
             Ok(round) if !round.claimed.is_empty() => {

@@ -63,6 +63,9 @@ pub struct Cluster {
     settled: AtomicBool,
     /// Settled at least once.
     joined: AtomicBool,
+    /// Left the cluster (clean shutdown): no more rounds, so that a process whose server
+    /// stopped never registers again.
+    left: AtomicBool,
     /// Forwards requests to other instances (pooled keep-alive connections).
     pub forwarder: forward::Forwarder,
     /// The cluster's forwarding secret and its hash, once read from the database.
@@ -89,6 +92,7 @@ impl Cluster {
             losses: tokio::sync::watch::channel(0).0,
             settled: AtomicBool::new(false),
             joined: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             forwarder: forward::Forwarder::new(lease),
             secret: OnceLock::new(),
             health: OnceLock::new(),

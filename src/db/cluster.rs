@@ -15,7 +15,7 @@ pub struct Fence {
 }
 
 /// Refuses the transaction `client` is in unless every shard of `fences` is still held
-/// at its epoch; share-locks their lease rows until it ends (see `cluster_fence` in
+/// at its epoch; key-share-locks their lease rows until it ends (see `cluster_fence` in
 /// migrations/V14). Called first in every write transaction of an owner. Duplicates
 /// are fine.
 pub async fn fence(
@@ -180,7 +180,12 @@ pub async fn claim(
             "UPDATE shard_leases
              SET owner = $1, owner_url = $2, epoch = epoch + 1,
                  expires_at = now() + $4 * interval '1 millisecond'
-             WHERE shard = ANY($3) AND expires_at <= now()
+             WHERE expires_at <= now() AND shard IN (
+                 -- FOR UPDATE conflicts with the fences' key-share locks: the claim
+                 -- waits for the writes under the old epoch (renewals do not).
+                 SELECT shard FROM shard_leases
+                 WHERE shard = ANY($3) AND expires_at <= now()
+                 ORDER BY shard FOR UPDATE)
              RETURNING shard, epoch",
             &[&id, &url, &shards, &(lease_ms as f64)],
         )

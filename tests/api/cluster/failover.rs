@@ -204,7 +204,9 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
         ("RUST_LOG", "warn"),
     ];
     let mut paused_env = common.to_vec();
-    paused_env.push(("FLASHSALE_BATCH_LINGER_MS", "1500"));
+    paused_env.push(("FLASHSALE_BATCH_LINGER_MS", "4000"));
+    // Time enough for the pause: its orders are still due when it wakes.
+    paused_env.push(("FLASHSALE_REQUEST_DEADLINE_MS", "30000"));
     let nodes = vec![
         Binary::start(&db_url, &paused_env).await,
         Binary::start(&db_url, &common).await,
@@ -244,7 +246,13 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
             .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Taken from the owner's stock (its gauge says so), so waiting in its writer.
+    let gauge = format!("flashsale_product_stock_available{{product_id=\"{product}\"}}");
+    let until = Instant::now() + Duration::from_secs(3);
+    while a.metric(&gauge).await != 15.0 {
+        assert!(Instant::now() < until, "the orders never reached the owner");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = Pid::from_raw(a.child.id() as i32);
     kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
 

@@ -111,7 +111,7 @@ pub async fn checkout_at(
         .bearer_auth(token)
         .header("Idempotency-Key", key)
         .json(&checkout_body(product, 1, &format!("buyer-{key}")))
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(45))
         .send()
         .await
         .ok()?;
