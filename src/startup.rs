@@ -206,7 +206,7 @@ async fn wake_products_with_holds(
     // Only the products of our shards: their owners arm the others.
     for (store_id, product_id) in products
         .into_iter()
-        .filter(|(_, p)| cluster.fence_of(p).is_some())
+        .filter(|(_, p)| cluster.held_fence(p).is_some())
     {
         actix_web::rt::spawn(arm_product(state.clone(), store_id, product_id));
     }

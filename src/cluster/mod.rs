@@ -163,6 +163,19 @@ impl Cluster {
         }
     }
 
+    /// The fence of `product_id`'s shard if this instance holds it, even past the local
+    /// validity of its last renewal (a late round is no loss: the database fences any
+    /// write made under an epoch that moved on). For starting an actor that a request
+    /// already routed here, or a warm-up, asks for.
+    pub fn held_fence(&self, product_id: &str) -> Option<Fence> {
+        let shard = shard_of(product_id);
+        let view = self.view.read().expect("cluster view");
+        view.slots[shard].held.map(|(epoch, _)| Fence {
+            shard: shard as i32,
+            epoch,
+        })
+    }
+
     /// Whether this instance still holds `fence` (its epoch included).
     pub fn holds(&self, fence: Fence) -> bool {
         let view = self.view.read().expect("cluster view");

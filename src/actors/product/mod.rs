@@ -324,7 +324,7 @@ impl Actor for ProductActor {
         crate::metrics::PRODUCT_ACTORS_GAUGE.inc();
         // Only the owner of the product's shard runs its actor; the state it loads is
         // read after its lease was claimed, so it holds every write of former owners.
-        let Some(fence) = self.shared.cluster.fence_of(&self.product_id) else {
+        let Some(fence) = self.shared.cluster.held_fence(&self.product_id) else {
             return ctx.stop();
         };
         self.fence = Some(fence);
