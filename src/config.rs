@@ -42,6 +42,8 @@
 //! | `FLASHSALE_WEBHOOK_MAX_PER_STORE` | 16 | webhook endpoints a store may have |
 //! | `FLASHSALE_WEBHOOK_RETENTION_DAYS` | 30 | how long events and deliveries are kept (`/events`) |
 //! | `FLASHSALE_WEBHOOK_TIMEOUT_MS` | 10000 | how long a delivery waits for its 2xx |
+//! | `FLASHSALE_ADVERTISE_URL` | `http://` + listen address | where the other instances of a cluster reach this one |
+//! | `FLASHSALE_LEASE_SECS` | 3 | how long shard ownership lasts without renewal |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! and the OpenTelemetry variables listed in [`ENVIRONMENT_HELP`] (read by `telemetry.rs`
@@ -74,6 +76,7 @@ pub const DEFAULT_WEBHOOK_DISABLE_AFTER_HOURS: f64 = 120.0;
 pub const DEFAULT_WEBHOOK_MAX_PER_STORE: usize = 16;
 pub const DEFAULT_WEBHOOK_RETENTION_DAYS: f64 = 30.0;
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_LEASE_SECS: u64 = 3;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -278,6 +281,16 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_WEBHOOK_TIMEOUT_MS", default_value_t = DEFAULT_WEBHOOK_TIMEOUT_MS)]
     pub webhook_timeout_ms: u64,
 
+    /// Where the other instances of the cluster reach this one (forwarded requests).
+    /// Unset: `http://` + the address actually listened on.
+    #[arg(long, env = "FLASHSALE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long an instance's membership and shard ownership last without renewal; a
+    /// dead instance's products are taken over within twice this.
+    #[arg(long, env = "FLASHSALE_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS)]
+    pub lease_secs: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -306,6 +319,11 @@ impl Settings {
             return Duration::ZERO;
         }
         Duration::from_secs(self.product_idle_secs).max(self.work_budget() * 2)
+    }
+
+    /// How long membership and shard leases last without renewal (at least 0.2 s).
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs).max(Duration::from_millis(200))
     }
 
     pub fn batch_linger(&self) -> Duration {

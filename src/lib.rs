@@ -7,6 +7,8 @@
 //! - [`http`]: routes, extractors (auth, bodies), the API error type, OpenAPI.
 //! - [`actors`]: store actors, product actors (one per product, owning its stock) and the
 //!   write-behind order writer.
+//! - [`cluster`]: several instances on one database: membership, shard leases and
+//!   fencing epochs, forwarding to a product's owner.
 //! - [`db`]: the pool, migrations, SQL queries, and the private PostgreSQL.
 //! - [`domain`]: validated types and the sale's rules, free of I/O.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
@@ -14,6 +16,7 @@
 
 pub mod actors;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;

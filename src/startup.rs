@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::actors::Actors;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
@@ -17,12 +18,19 @@ use crate::http::{self, AppState};
 /// PostgreSQL connections of the webhook dispatcher (claims, and attempts recorded
 /// concurrently).
 const DISPATCHER_POOL_SIZE: usize = 4;
+/// Connections of the membership loop (rounds, and a claim waiting on a fenced write).
+const CLUSTER_POOL_SIZE: usize = 2;
+/// How many leases long a starting instance waits at most for every shard to have a
+/// holder (a dead process's leases lapse after one).
+const SETTLE_LEASES: u32 = 3;
 /// Seconds SIGTERM waits for requests in flight (and so their batches) to finish.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    cluster: std::sync::Arc<Cluster>,
+    cluster_pool: db::Pool,
 }
 
 impl Application {
@@ -40,10 +48,34 @@ impl Application {
         if settings.seed_demo {
             seed_demo(&pool).await?;
         }
+        // Bound first: the address we advertise to the cluster is the one we listen on.
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        let url = settings
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let cluster = Cluster::new(url, settings.lease());
+        let cluster_pool = db::create_serving_pool(database_url, CLUSTER_POOL_SIZE, settings)?;
+        cluster.load_secret(&cluster_pool).await?;
+        // Our shards are ours before anything is served (a lone instance: after one
+        // round); the loop goes on from there.
+        cluster
+            .settle(&cluster_pool, settings.lease() * SETTLE_LEASES)
+            .await
+            .context("Failed to join the cluster")?;
         let writer_pool =
             db::create_serving_pool(database_url, settings.batches_in_flight.max(1), settings)?;
         let probe_pool = db::create_serving_pool(database_url, 1, settings)?;
-        let mut actors = Actors::start(pool.clone(), writer_pool, probe_pool, settings);
+        let mut actors = Actors::start(
+            pool.clone(),
+            writer_pool,
+            probe_pool,
+            settings,
+            cluster.clone(),
+        );
+        let _ = cluster.health.set(actors.health_handle());
         actors.start_dispatcher(db::create_serving_pool(
             database_url,
             DISPATCHER_POOL_SIZE,
@@ -55,15 +87,28 @@ impl Application {
             std::sync::Arc::downgrade(&state.clone().into_inner()),
         )
         .await?;
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("Failed to bind {}", settings.listen))?;
-        let address = listener.local_addr()?;
+        let (claimed_tx, claimed_rx) = tokio::sync::mpsc::unbounded_channel();
+        actix_web::rt::spawn(crate::cluster::membership::run(
+            std::sync::Arc::downgrade(&cluster),
+            cluster_pool.clone(),
+            claimed_tx,
+        ));
+        actix_web::rt::spawn(arm_claimed_shards(
+            pool.clone(),
+            std::sync::Arc::downgrade(&state.clone().into_inner()),
+            claimed_rx,
+        ));
         let server = run(listener, state.clone(), settings.http_worker_count())?;
         // Migrated and bound: what we answer from now on is the truth.
         state.ready.store(true, Ordering::Release);
         let weak = std::sync::Arc::downgrade(&state.clone().into_inner());
         actix_web::rt::spawn(tick(weak, settings.warm_lead_secs));
-        Ok(Application { address, server })
+        Ok(Application {
+            address,
+            server,
+            cluster,
+            cluster_pool,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -78,7 +123,12 @@ impl Application {
     /// Serves until SIGTERM/Ctrl-C (or [`ServerHandle::stop`]); requests in flight finish
     /// first, and with them the batches carrying their orders.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        // Stopped cleanly: our shards go to the others now, not when their leases lapse.
+        if let Err(e) = self.cluster.leave(&self.cluster_pool).await {
+            tracing::warn!(error = %e, "failed to leave the cluster; its leases will lapse");
+        }
+        served
     }
 }
 
@@ -148,10 +198,34 @@ async fn wake_products_with_holds(
         .await
         .context("Failed to connect to PostgreSQL")?;
     let products = db::orders::products_with_holds(&**client).await?;
-    for (store_id, product_id) in products {
+    let Some(app) = state.upgrade() else {
+        return Ok(());
+    };
+    let cluster = app.actors.cluster().clone();
+    drop(app);
+    // Only the products of our shards: their owners arm the others.
+    for (store_id, product_id) in products
+        .into_iter()
+        .filter(|(_, p)| cluster.held_fence(p).is_some())
+    {
         actix_web::rt::spawn(arm_product(state.clone(), store_id, product_id));
     }
     Ok(())
+}
+
+/// Arms the pending holds of the products of every shard claimed from now on (a
+/// failover: the former owner's holds lapse on time here).
+async fn arm_claimed_shards(
+    pool: db::Pool,
+    state: std::sync::Weak<AppState>,
+    mut claimed: tokio::sync::mpsc::UnboundedReceiver<Vec<i32>>,
+) {
+    while claimed.recv().await.is_some() {
+        while claimed.try_recv().is_ok() {}
+        if let Err(e) = wake_products_with_holds(&pool, state.clone()).await {
+            tracing::warn!(error = %e, "failed to arm the holds of claimed shards");
+        }
+    }
 }
 
 /// First and longest pause between tries to load a product with pending holds.

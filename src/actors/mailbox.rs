@@ -30,6 +30,20 @@ pub fn configure_deadlines(settings: &crate::config::Settings) {
     WORK_BUDGET_MS.store(settings.work_budget().as_millis() as u64, Ordering::Relaxed);
 }
 
+tokio::task_local! {
+    /// When the answer to the request being served is due, if an earlier instance set
+    /// it (a forwarded request, see `cluster::forward`).
+    static FORWARDED_ANSWER_BY: Instant;
+}
+
+/// Runs `work` (the serving of one request) with the deadline it was forwarded with.
+pub async fn within<F: std::future::Future>(answer_by: Option<Instant>, work: F) -> F::Output {
+    match answer_by {
+        Some(at) => FORWARDED_ANSWER_BY.scope(at, work).await,
+        None => work.await,
+    }
+}
+
 /// How long a request may take before it is answered.
 pub fn request_deadline() -> Duration {
     Duration::from_millis(REQUEST_DEADLINE_MS.load(Ordering::Relaxed))
@@ -50,7 +64,9 @@ pub struct Deadline {
 impl Deadline {
     /// The deadline of a request arriving now.
     pub fn from_now() -> Self {
-        let answer_by = Instant::now() + request_deadline();
+        let own = Instant::now() + request_deadline();
+        // A request forwarded by another instance keeps the deadline it arrived with.
+        let answer_by = FORWARDED_ANSWER_BY.try_with(|t| own.min(*t)).unwrap_or(own);
         let budget = Duration::from_millis(WORK_BUDGET_MS.load(Ordering::Relaxed));
         Deadline {
             answer_by,

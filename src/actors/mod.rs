@@ -125,6 +125,8 @@ pub struct Shared {
     /// At most this many of [`Shared::lookups`] for one store, so that one store's flood
     /// leaves the others' lookups free.
     pub lookups_per_store: usize,
+    /// Who owns which shard (only the owner runs a product's actor).
+    pub cluster: Arc<crate::cluster::Cluster>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
 }
@@ -174,6 +176,7 @@ impl Actors {
         writer_pool: Pool,
         probe_pool: Pool,
         settings: &crate::config::Settings,
+        cluster: Arc<crate::cluster::Cluster>,
     ) -> Self {
         let arbiters: Vec<Arbiter> = (0..settings.arbiter_count())
             .map(|_| Arbiter::new())
@@ -209,6 +212,7 @@ impl Actors {
             product_idle: settings.product_idle(),
             lookups: Arc::new(tokio::sync::Semaphore::new(lookup_permits(settings))),
             lookups_per_store: (lookup_permits(settings) / 2).max(1),
+            cluster,
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next_arbiter: AtomicUsize::new(0),
         });
@@ -249,6 +253,10 @@ impl Actors {
         &self.settings
     }
 
+    pub fn cluster(&self) -> &Arc<crate::cluster::Cluster> {
+        &self.shared.cluster
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
     }
@@ -261,6 +269,10 @@ impl Actors {
 
     pub fn health(&self) -> &crate::db::health::DbHealth {
         &self.shared.health
+    }
+
+    pub fn health_handle(&self) -> Arc<crate::db::health::DbHealth> {
+        self.shared.health.clone()
     }
 
     /// The rate limits of the store behind `grant` (made on first use, by its plan).

@@ -56,6 +56,9 @@ pub struct Write {
     pub span: tracing::Span,
     /// The buyer's deadline: not written once it has passed.
     pub deadline: Deadline,
+    /// The product's shard at the epoch its actor was loaded under: the batch commits
+    /// only if every shard it writes for is still held at that epoch.
+    pub fence: crate::db::cluster::Fence,
 }
 
 /// Returns an order's stock to its product.
@@ -216,6 +219,7 @@ async fn write_batch(
     give_up: Option<Instant>,
 ) -> Outcome {
     let orders: Vec<&NewOrder> = batch.iter().map(|w| &w.order).collect();
+    let fences: Vec<_> = batch.iter().map(|w| w.fence).collect();
     let started = Instant::now();
     let client = match pool.get().await {
         Ok(client) => client,
@@ -225,7 +229,8 @@ async fn write_batch(
         }
     };
     let progress = BatchProgress::default();
-    let result = tokio::time::timeout(budget, insert_batch(&client, &orders, &progress)).await;
+    let result =
+        tokio::time::timeout(budget, insert_batch(&client, &orders, &fences, &progress)).await;
     WRITER_COMMIT.observe(started.elapsed().as_secs_f64());
     let result = match result {
         Ok(result) => {
@@ -250,6 +255,11 @@ async fn write_batch(
     match result {
         Ok(ids) => Outcome::Committed(ids),
         Err(BatchError::RolledBack(e)) => {
+            if crate::db::cluster::is_fenced(&e) {
+                crate::metrics::CLUSTER_FENCED
+                    .with_label_values(&["checkout"])
+                    .inc();
+            }
             if crate::db::violated_constraint(&e) == Some("products_stock_available_range") {
                 crate::metrics::OVERSELL_GUARD.inc();
                 tracing::error!(

@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool, migrations, and the queries, one module per table group.
 //! Queries are plain SQL over a client so that what runs is what you read.
 
+pub mod cluster;
 pub mod embedded;
 pub mod health;
 pub mod orders;
@@ -183,5 +184,81 @@ where
             Err(WriteError::Unknown)
         }
         Err(_) => Err(WriteError::Unknown),
+    }
+}
+
+/// The work of one fenced write: statements on the transaction it is given.
+pub type FencedWork<'t, T> =
+    futures_util::future::LocalBoxFuture<'t, Result<T, tokio_postgres::Error>>;
+
+/// Runs one write of a shard's owner in its own transaction, fenced on the shard's
+/// epoch ([`cluster::fence`], the transaction's first statement, pipelined with the
+/// write), bounded by `deadline` like [`write_by`]: a refusal (the fence's included) or
+/// any failure before COMMIT was sent is [`WriteError::NotMade`]; a COMMIT whose answer
+/// was lost is [`WriteError::Unknown`].
+pub async fn write_fenced<T, F>(
+    pool: &Pool,
+    deadline: Deadline,
+    fence: cluster::Fence,
+    write: F,
+) -> Result<T, WriteError>
+where
+    F: for<'t> FnOnce(&'t tokio_postgres::Transaction<'t>) -> FencedWork<'t, T>,
+{
+    let mut client = match tokio::time::timeout(deadline.left(), pool.get()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no database connection");
+            return Err(WriteError::NotMade(None));
+        }
+        Err(_) => return Err(WriteError::NotMade(None)),
+    };
+    if deadline.passed() {
+        DEADLINE_DROPS
+            .with_label_values(&["database", "deadline"])
+            .inc();
+        return Err(WriteError::NotMade(None));
+    }
+    let commit_sent = std::cell::Cell::new(false);
+    let work = async {
+        let tx = client.transaction().await?;
+        let inner: &tokio_postgres::Transaction<'_> = &tx;
+        let fences = [fence];
+        let (fenced, written) = futures_util::join!(cluster::fence(inner, &fences), write(inner));
+        fenced?;
+        let value = written?;
+        commit_sent.set(true);
+        tx.commit().await?;
+        Ok::<_, tokio_postgres::Error>(value)
+    };
+    let result = tokio::time::timeout(deadline.left(), work).await;
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e))
+            if !commit_sent.get()
+                || e.as_db_error()
+                    .is_some_and(|d| !matches!(d.severity(), "FATAL" | "PANIC")) =>
+        {
+            if cluster::is_fenced(&e) {
+                crate::metrics::CLUSTER_FENCED
+                    .with_label_values(&["write"])
+                    .inc();
+            }
+            tracing::warn!(error = %e, "write not made");
+            Err(WriteError::NotMade(Some(e)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "write lost on the way");
+            Err(WriteError::Unknown)
+        }
+        Err(_) => {
+            // Maybe mid-transaction: the connection must not serve anyone else.
+            drop(deadpool_postgres::Object::take(client));
+            if commit_sent.get() {
+                Err(WriteError::Unknown)
+            } else {
+                Err(WriteError::NotMade(None))
+            }
+        }
     }
 }

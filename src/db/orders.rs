@@ -138,6 +138,7 @@ pub enum BatchError {
 pub async fn insert_batch(
     client: &deadpool_postgres::Client,
     batch: &[&NewOrder],
+    fences: &[super::cluster::Fence],
     progress: &BatchProgress,
 ) -> Result<HashSet<String>, BatchError> {
     let n = batch.len();
@@ -219,9 +220,12 @@ pub async fn insert_batch(
         &marketing,
     ];
     // The backend's identity rides in the first round trip (no extra one).
-    let (begun, backend, rows) = tokio::join!(
+    // The fence (every shard's epoch still ours) is the transaction's first statement:
+    // if it refuses, the insert behind it fails and nothing commits.
+    let (begun, backend, fenced, rows) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.query_one(&this_backend, &[]),
+        super::cluster::fence(&***client, fences),
         client.query(&insert, &params).instrument(crate::db_span!(
             SPAN_DB_INSERT_ORDERS,
             "INSERT",
@@ -235,7 +239,7 @@ pub async fn insert_batch(
             started: row.get(1),
         }));
     }
-    let rows = match begun.and(backend).and(rows) {
+    let rows = match begun.and(backend).and(fenced).and(rows) {
         Ok(rows) => rows,
         Err(e) => {
             // Nothing can have committed. Leave no transaction open on the connection

@@ -250,6 +250,16 @@ async fn place_order(
             CheckoutFields::of(&parsed)
         }
     };
+    // The product's owner decides (limits, idempotency, stock): another instance's
+    // product is its to sell.
+    if let Some(response) =
+        super::forward_raw_if_elsewhere(req, state, fields.product_id, body).await?
+    {
+        return Ok(Served {
+            response,
+            outcome: "forwarded",
+        });
+    }
     let limits = state.actors.limits(grant);
     let limit_addr = if limits.limits_addresses() {
         super::buyer_addr(req, state)

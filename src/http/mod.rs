@@ -6,6 +6,7 @@ pub mod body;
 pub mod checkout;
 mod checkout_body;
 pub mod client_addr;
+pub mod cluster;
 pub mod docs;
 pub mod errors;
 pub mod junk;
@@ -17,6 +18,7 @@ pub mod orders;
 pub mod products;
 pub mod query;
 pub mod queue;
+pub mod routing;
 pub mod stores;
 pub mod webhooks;
 
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use actix_web::middleware::Compress;
 use actix_web::web;
+use actix_web::HttpMessage;
 use tokio::sync::oneshot;
 
 use crate::actors::{Actors, Failure};
@@ -174,7 +177,61 @@ where
 
 /// The buyer's address of `req` (see [`client_addr`]).
 pub fn buyer_addr(req: &actix_web::HttpRequest, state: &AppState) -> Option<String> {
+    // Forwarded by another instance (proven by the cluster's secret): its word.
+    if let Some(via) = req.extensions().get::<crate::cluster::forward::Via>() {
+        return via.client_addr.clone();
+    }
     client_addr::client_addr(req, &state.trusted_proxies)
+}
+
+/// Sends a request about `product_id` on to the product's owner when that is another
+/// instance (see [`crate::cluster::forward`]): `Some(its answer)`, or `None` to serve
+/// it here. `body`: the request body as received (validated JSON, sent on as is).
+pub async fn forward_if_elsewhere(
+    req: &actix_web::HttpRequest,
+    state: &AppState,
+    product_id: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Option<actix_web::HttpResponse>, ApiError> {
+    // Here already (the common case): nothing to copy.
+    if state.actors.cluster().fence_of(product_id).is_some() {
+        return Ok(None);
+    }
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap_or_default())
+        .unwrap_or_default();
+    forward(req, state, product_id, bytes.into()).await
+}
+
+/// [`forward_if_elsewhere`] for a body kept as the client sent it.
+pub async fn forward_raw_if_elsewhere(
+    req: &actix_web::HttpRequest,
+    state: &AppState,
+    product_id: &str,
+    body: &[u8],
+) -> Result<Option<actix_web::HttpResponse>, ApiError> {
+    if state.actors.cluster().fence_of(product_id).is_some() {
+        return Ok(None);
+    }
+    forward(req, state, product_id, web::Bytes::copy_from_slice(body)).await
+}
+
+async fn forward(
+    req: &actix_web::HttpRequest,
+    state: &AppState,
+    product_id: &str,
+    body: web::Bytes,
+) -> Result<Option<actix_web::HttpResponse>, ApiError> {
+    let via = req
+        .extensions()
+        .get::<crate::cluster::forward::Via>()
+        .cloned();
+    let addr = buyer_addr(req, state);
+    state
+        .actors
+        .cluster()
+        .serve_elsewhere(req, product_id, body, via.as_ref(), addr)
+        .await
 }
 
 /// Sends a message that changes nothing built around a reply channel and waits
@@ -242,6 +299,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource(API, "/docs").route(web::get().to(docs::docs_page)))
                 .service(resource(API, "/stores").route(web::post().to(stores::create_store)))
                 .service(resource(API, "/stores/{id}").route(web::get().to(stores::get_store)))
+                .service(resource(API, "/cluster").route(web::get().to(cluster::cluster)))
                 .service(resource(API, "/products/{id}/queue").route(web::post().to(queue::join)))
                 .service(
                     resource(API, "/products/{id}/queue/{ticket}")

@@ -38,7 +38,7 @@ pub async fn front_door(
             req.into_response(response.unwrap_or_else(|| HttpResponse::BadRequest().finish()))
                 .map_into_right_body()
         }
-        Some(_counted) => {
+        Some(_counted) => 'served: {
             let span = tracing::debug_span!(
                 SPAN_HTTP,
                 http.method = %method,
@@ -48,14 +48,19 @@ pub async fn front_door(
             if !span.is_disabled() && req.headers().contains_key("traceparent") {
                 let _ = span.set_parent(extract_parent(req.headers()));
             }
+            // Another instance's product: its owner answers.
+            let (req, via) = match super::routing::place(req).instrument(span.clone()).await {
+                Ok(placed) => placed,
+                Err(answered) => break 'served answered.map_into_right_body(),
+            };
+            let answer_by = via.and_then(|v| v.answer_by);
             let response = match hot {
                 Some(read) => read
                     .serve(req)
                     .instrument(span.clone())
                     .await
                     .map_into_right_body(),
-                None => next
-                    .call(req)
+                None => crate::actors::mailbox::within(answer_by, next.call(req))
                     .instrument(span.clone())
                     .await?
                     .map_into_left_body(),

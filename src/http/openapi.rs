@@ -15,6 +15,7 @@ use super::openapi_responses::ProblemResponses;
         super::ops::metrics,
         super::stores::create_store,
         super::stores::get_store,
+        super::cluster::cluster,
         super::products::create_product,
         super::products::get_product,
         super::products::get_stock,

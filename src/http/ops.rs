@@ -22,7 +22,11 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.ready.load(Ordering::Acquire) && state.actors.health().is_up();
+    // Settled: every shard has a holder, so whatever we are asked can be served here or
+    // by its owner.
+    let ready = state.ready.load(Ordering::Acquire)
+        && state.actors.health().is_up()
+        && state.actors.cluster().joined();
     if ready {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     } else {

@@ -136,6 +136,8 @@ fn changed_by(req: &HttpRequest, state: &AppState, grant: &KeyGrant) -> ChangedB
 /// Sends a confirm or cancel to the order's product; the answer when the order was not
 /// a live hold comes from its status in the database.
 async fn change(
+    req: &HttpRequest,
+    body: Option<&serde_json::Value>,
     state: &AppState,
     grant: &KeyGrant,
     id: &str,
@@ -143,6 +145,10 @@ async fn change(
     settled: impl Fn(&str) -> Option<Result<(), ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
     let order = order_of_store(state, &grant.store_id, id).await?;
+    // A hold is its product's owner's to change.
+    if let Some(answer) = super::forward_if_elsewhere(req, state, &order.product_id, body).await? {
+        return Ok(answer);
+    }
     let outcome = super::ask_write(|reply| {
         state.actors.to_product(
             &grant.store_id,
@@ -186,6 +192,8 @@ pub async fn confirm(
     let payment_reference = payment_reference.unwrap_or_default();
     let by = changed_by(&req, &state, grant);
     change(
+        &req,
+        Some(&body.0),
         &state,
         grant,
         &id,
@@ -220,6 +228,8 @@ pub async fn cancel(
     let grant = caller.store_key(ADMIN_KEY)?;
     let by = changed_by(&req, &state, grant);
     change(
+        &req,
+        None,
         &state,
         grant,
         &id,

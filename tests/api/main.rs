@@ -9,6 +9,7 @@ mod auth;
 mod caching;
 mod catalog;
 mod checkout;
+mod cluster;
 mod crash;
 mod docs;
 mod edge;

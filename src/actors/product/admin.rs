@@ -1,6 +1,6 @@
 //! Admin writes on a product: restock and PATCH go to the database first, then into
-//! the actor's memory. Each is one autocommit statement under the request's deadline
-//! ([`db::write_by`]): the mailbox waits for it, but never longer than the deadline, and
+//! the actor's memory. Each is one statement in a transaction fenced on the product's
+//! shard epoch, under the request's deadline ([`db::write_fenced`]): the mailbox waits for it, but never longer than the deadline, and
 //! a write whose answer was lost is answered `outcome_unknown` and makes the actor
 //! reload from the database.
 
@@ -26,10 +26,15 @@ impl ProductActor {
     ) {
         let pool = self.shared.pool.clone();
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let Some(fence) = self.fence else {
+            return drop(reply.send(Err(Failure::Unavailable)));
+        };
         let update = async move {
-            db::write_by(&pool, deadline, |client| async move {
-                db::products::restock(&**client, &store_id, &product_id, quantity, key.as_deref())
-                    .await
+            db::write_fenced(&pool, deadline, fence, |tx| {
+                Box::pin(async move {
+                    db::products::restock(tx, &store_id, &product_id, quantity, key.as_deref())
+                        .await
+                })
             })
             .await
         };
@@ -73,9 +78,14 @@ impl ProductActor {
     ) {
         let pool = self.shared.pool.clone();
         let (store_id, product_id) = (self.store_id.clone(), self.product_id.clone());
+        let Some(fence) = self.fence else {
+            return drop(reply.send(Err(PatchFailure::Failure(Failure::Unavailable))));
+        };
         let update = async move {
-            db::write_by(&pool, deadline, |client| async move {
-                db::products::update_product(&**client, &store_id, &product_id, &patch).await
+            db::write_fenced(&pool, deadline, fence, |tx| {
+                Box::pin(async move {
+                    db::products::update_product(tx, &store_id, &product_id, &patch).await
+                })
             })
             .await
         };

@@ -110,6 +110,7 @@ pub(super) fn checkout(
         reply,
         span: span.clone(),
         deadline,
+        fence: loaded.fence,
     };
     match shared.writer.send(write, deadline) {
         Ok(()) => {

@@ -115,6 +115,8 @@ impl ProductActor {
     /// Writes every lapsed hold as expired in one statement, then gives their stock back.
     fn write_expiries(&mut self, ctx: &mut Context<Self>) {
         let pool = self.shared.pool.clone();
+        // Loaded state always has its fence (see `ProductActor::started`).
+        let Some(fence) = self.fence else { return };
         let Some(loaded) = self.loaded() else { return };
         if loaded.holds.writing || loaded.holds.expiring.is_empty() {
             return;
@@ -123,17 +125,19 @@ impl ProductActor {
         let ids: Vec<String> = loaded.holds.expiring.keys().cloned().collect();
         let budget = self.shared.work_budget;
         let write = async move {
-            let client = pool.get().await?;
+            let mut client = pool.get().await?;
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let expired = transition_orders(
-                &**client,
-                &refs,
-                &["reserved"],
-                "expired",
-                None,
-                &ChangedBy::default(),
-            )
-            .await?;
+            // Its own transaction, fenced: a former owner's timer expires nothing.
+            let tx = client.transaction().await?;
+            let inner: &tokio_postgres::Transaction<'_> = &tx;
+            let (fences, by) = ([fence], ChangedBy::default());
+            let (fenced, expired) = tokio::join!(
+                db::cluster::fence(inner, &fences),
+                transition_orders(inner, &refs, &["reserved"], "expired", None, &by)
+            );
+            fenced?;
+            let expired = expired?;
+            tx.commit().await?;
             // An order not expired is either settled already (confirmed, cancelled) or not
             // in the database yet: its batch is still on its way (the hold lapsed first).
             // The latter are tried again until the batch commits or gives them back. An
@@ -216,6 +220,9 @@ impl ProductActor {
         ctx: &mut Context<Self>,
     ) {
         let pool = self.shared.pool.clone();
+        let Some(fence) = self.fence else {
+            return drop(reply.send(Err(Failure::Unavailable)));
+        };
         let Some(loaded) = self.loaded() else {
             return drop(reply.send(Err(Failure::Unavailable)));
         };
@@ -232,16 +239,18 @@ impl ProductActor {
             return drop(reply.send(Err(Failure::Refused(Refusal::HoldExpired))));
         }
         let write = async move {
-            db::write_by(&pool, deadline, |client| async move {
-                transition_orders(
-                    &**client,
-                    &[&order_id],
-                    &["reserved"],
-                    "confirmed",
-                    Some(&payment_reference),
-                    &by,
-                )
-                .await
+            db::write_fenced(&pool, deadline, fence, |tx| {
+                Box::pin(async move {
+                    transition_orders(
+                        tx,
+                        &[&order_id],
+                        &["reserved"],
+                        "confirmed",
+                        Some(&payment_reference),
+                        &by,
+                    )
+                    .await
+                })
             })
             .await
         };
@@ -275,6 +284,9 @@ impl ProductActor {
         ctx: &mut Context<Self>,
     ) {
         let pool = self.shared.pool.clone();
+        let Some(fence) = self.fence else {
+            return drop(reply.send(Err(Failure::Unavailable)));
+        };
         let Some(loaded) = self.loaded() else {
             return drop(reply.send(Err(Failure::Unavailable)));
         };
@@ -289,8 +301,10 @@ impl ProductActor {
             "confirmed"
         };
         let write = async move {
-            db::write_by(&pool, deadline, |client| async move {
-                transition_orders(&**client, &[&order_id], &[from], "cancelled", None, &by).await
+            db::write_fenced(&pool, deadline, fence, |tx| {
+                Box::pin(async move {
+                    transition_orders(tx, &[&order_id], &[from], "cancelled", None, &by).await
+                })
             })
             .await
         };

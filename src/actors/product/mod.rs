@@ -224,6 +224,9 @@ pub struct GiveBack {
 }
 
 struct Loaded {
+    /// The product's shard at the epoch this instance held it when loading: every
+    /// write made from this state is fenced on it.
+    fence: crate::db::cluster::Fence,
     product: Product,
     ledger: Ledger,
     /// The idempotency keys of this product's orders, compactly (see [`keys`]).
@@ -262,6 +265,8 @@ pub struct ProductActor {
     reload_pause: Option<Duration>,
     /// When it was last used (messages here, reads of its snapshots elsewhere).
     activity: Arc<passivate::Activity>,
+    /// The shard lease it runs under (set when started by the shard's owner).
+    fence: Option<crate::db::cluster::Fence>,
 }
 
 impl ProductActor {
@@ -273,6 +278,7 @@ impl ProductActor {
             state: State::Loading,
             reload_pause: None,
             activity: Arc::default(),
+            fence: None,
         }
     }
 }
@@ -284,6 +290,7 @@ async fn load_product(
     product_id: String,
     activity: Arc<passivate::Activity>,
     key_horizon: Duration,
+    fence: crate::db::cluster::Fence,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
     let client = pool.get().await?;
     let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
@@ -300,6 +307,7 @@ async fn load_product(
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
     let gate = Arc::new(Gate::new(store_id));
     let mut loaded = Loaded {
+        fence,
         product,
         ledger,
         keys,
@@ -322,6 +330,13 @@ impl Actor for ProductActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         crate::metrics::PRODUCT_ACTORS_GAUGE.inc();
+        // Only the owner of the product's shard runs its actor; the state it loads is
+        // read after its lease was claimed, so it holds every write of former owners.
+        let Some(fence) = self.shared.cluster.held_fence(&self.product_id) else {
+            return ctx.stop();
+        };
+        self.fence = Some(fence);
+        self.watch_lease(fence, ctx);
         self.load(ctx);
         self.watch_idleness(ctx);
     }
@@ -338,6 +353,9 @@ impl ProductActor {
     /// 503 by their dropped channels); a failed reload tries again with backoff, so a
     /// product with payment holds never stops watching them.
     fn load(&mut self, ctx: &mut Context<Self>) {
+        let Some(fence) = self.fence else {
+            return ctx.stop();
+        };
         let load = load_product(
             self.shared.pool.clone(),
             self.shared.snapshots.clone(),
@@ -347,6 +365,7 @@ impl ProductActor {
             // Every write the actor starts is over by then (answered by its deadline,
             // or resolved within the work budget after it).
             super::mailbox::request_deadline() + 2 * self.shared.work_budget,
+            fence,
         );
         let budget = self.shared.work_budget;
         let load = async move {
@@ -400,6 +419,24 @@ impl ProductActor {
                     None => ctx.stop(),
                 }
             }
+        }));
+    }
+
+    /// Stops the actor at once when its shard's lease is lost or given up (whatever is
+    /// in flight under the old epoch is refused by the fence in the database).
+    fn watch_lease(&mut self, fence: crate::db::cluster::Fence, ctx: &mut Context<Self>) {
+        let cluster = self.shared.cluster.clone();
+        let mut losses = cluster.watch();
+        let lost = async move {
+            while losses.changed().await.is_ok() {
+                if !cluster.holds(fence) {
+                    return;
+                }
+            }
+        };
+        ctx.spawn(lost.into_actor(self).map(|_, act, ctx| {
+            tracing::info!(product.id = %act.product_id, "shard lease gone; the product actor stops");
+            ctx.stop();
         }));
     }
 
