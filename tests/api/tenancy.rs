@@ -40,8 +40,11 @@ async fn another_stores_probe_leaves_the_page_served_from_memory() {
     // saw no miss at all proves it was served from memory; with the page gone, every
     // read misses.)
     let misses = r#"flashsale_cache_requests_total{cache="snapshot",result="miss"}"#;
-    let mut clean = 0;
-    for _ in 0..100 {
+    // Busy neighbours make clean windows rare, never impossible: read until two are seen
+    // (a page that is gone gives none however long one reads).
+    let (mut clean, mut reads) = (0, 0);
+    while clean < 2 && reads < 2000 {
+        reads += 1;
         let before = metric(&app, misses).await;
         assert_eq!(app.get(&path, &a.storefront).await.status(), 200);
         if metric(&app, misses).await == before {
@@ -50,7 +53,7 @@ async fn another_stores_probe_leaves_the_page_served_from_memory() {
     }
     assert!(
         clean >= 2,
-        "only {clean} of 100 reads were served from memory after another store's probe"
+        "only {clean} of {reads} reads were served from memory after another store's probe"
     );
     // And A still sells, its gate intact.
     let sold = app
