@@ -159,6 +159,27 @@ where
     F: FnOnce(deadpool_postgres::Client) -> Fut,
     Fut: Future<Output = Result<T, tokio_postgres::Error>>,
 {
+    let client = connection_by(pool, deadline).await?;
+    match tokio::time::timeout(deadline.left(), write(client)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.as_db_error().is_some() => {
+            tracing::warn!(error = %e, "write refused by the database");
+            Err(WriteError::NotMade(Some(e)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "write lost on the way");
+            Err(WriteError::Unknown)
+        }
+        Err(_) => Err(WriteError::Unknown),
+    }
+}
+
+/// A connection for a write that must start before `deadline`: none in time, or the
+/// time to start gone once there is one, is [`WriteError::NotMade`] (nothing was sent).
+async fn connection_by(
+    pool: &Pool,
+    deadline: Deadline,
+) -> Result<deadpool_postgres::Client, WriteError> {
     let client = match tokio::time::timeout(deadline.left(), pool.get()).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
@@ -173,18 +194,7 @@ where
             .inc();
         return Err(WriteError::NotMade(None));
     }
-    match tokio::time::timeout(deadline.left(), write(client)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) if e.as_db_error().is_some() => {
-            tracing::warn!(error = %e, "write refused by the database");
-            Err(WriteError::NotMade(Some(e)))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "write lost on the way");
-            Err(WriteError::Unknown)
-        }
-        Err(_) => Err(WriteError::Unknown),
-    }
+    Ok(client)
 }
 
 /// The work of one fenced write: statements on the transaction it is given.
@@ -205,20 +215,7 @@ pub async fn write_fenced<T, F>(
 where
     F: for<'t> FnOnce(&'t tokio_postgres::Transaction<'t>) -> FencedWork<'t, T>,
 {
-    let mut client = match tokio::time::timeout(deadline.left(), pool.get()).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "no database connection");
-            return Err(WriteError::NotMade(None));
-        }
-        Err(_) => return Err(WriteError::NotMade(None)),
-    };
-    if deadline.passed() {
-        DEADLINE_DROPS
-            .with_label_values(&["database", "deadline"])
-            .inc();
-        return Err(WriteError::NotMade(None));
-    }
+    let mut client = connection_by(pool, deadline).await?;
     let commit_sent = std::cell::Cell::new(false);
     let work = async {
         let tx = client.transaction().await?;

@@ -2,14 +2,12 @@
 //! stampede on several products through it (by path: hashed on the product; by body:
 //! to the least busy instance) sells exactly the stock, and every 201 is in the database.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{assert_stock_adds_up, buy_until_definitive, metric_sum, open_shop, start_cluster};
+use super::{assert_sold_exactly, metric_sum, open_shop, sell_out, start_cluster};
 use crate::binary::Binary;
 use crate::helpers::{connect, fresh_database};
 
@@ -107,57 +105,11 @@ async fn three_instances_behind_the_shipped_haproxy_sell_exactly_the_stock() {
 
     let (products, stock, buyers_each) = (6, 15, 40);
     let shop = open_shop(&nodes[0], products, stock, json!({})).await;
-    let bases = Arc::new(vec![front.base.clone()]);
-    let clients: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
-    let mut tasks = Vec::new();
-    for (p, product) in shop.products.iter().enumerate() {
-        for b in 0..buyers_each {
-            let (client, bases) = (clients[(p + b) % clients.len()].clone(), bases.clone());
-            let (token, product) = (shop.storefront.clone(), product.clone());
-            let key = format!("h{p}-b{b}");
-            tasks.push(actix_web::rt::spawn(async move {
-                let answer = buy_until_definitive(
-                    &client,
-                    bases,
-                    &token,
-                    &product,
-                    &key,
-                    Duration::from_secs(60),
-                )
-                .await;
-                (product, key, answer)
-            }));
-        }
-    }
-    let mut sold: HashMap<String, Vec<String>> = HashMap::new();
-    for task in tasks {
-        let (product, key, answer) = task.await.unwrap();
-        match answer.status {
-            201 => sold.entry(product).or_default().push(answer.code()),
-            409 => assert!(
-                ["sold_out", "insufficient_stock"].contains(&answer.code().as_str()),
-                "{key}: {answer:?}"
-            ),
-            _ => panic!("{key}: {answer:?}"),
-        }
-    }
+    let sold = sell_out(&shop, vec![front.base.clone()], buyers_each, "h").await;
     let db = connect(&db_url).await;
     for product in &shop.products {
         let ids = sold.get(product).cloned().unwrap_or_default();
-        assert_eq!(
-            ids.len() as i64,
-            stock,
-            "exactly the stock of {product} sold"
-        );
-        for id in &ids {
-            let found: i64 = db
-                .query_one("SELECT count(*) FROM orders WHERE id = $1", &[id])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(found, 1, "order {id} got a 201 and is in the database");
-        }
-        assert_eq!(assert_stock_adds_up(&db, product).await, stock);
+        assert_sold_exactly(&db, product, &ids, stock).await;
         // The buyer's address came through HAProxy and the forwarding hop into the order
         // row's consent record.
         let addrs: i64 = db

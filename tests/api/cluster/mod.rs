@@ -187,3 +187,73 @@ pub async fn assert_stock_adds_up(db: &tokio_postgres::Client, product: &str) ->
     assert_eq!(doubles, 0, "one order per key");
     held
 }
+
+/// `buyers_each` buyers (keys `{prefix}{p}-b{b}`) for each of the shop's products, sent
+/// to `bases` at random, each retrying until its answer is definitive; a 409 must be a
+/// sell-out. Returns the order ids of the 201s, by product.
+pub async fn sell_out(
+    shop: &Shop,
+    bases: Vec<String>,
+    buyers_each: usize,
+    prefix: &str,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let bases = Arc::new(bases);
+    let clients: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
+    let mut tasks = Vec::new();
+    for (p, product) in shop.products.iter().enumerate() {
+        for b in 0..buyers_each {
+            let client = clients[(p * buyers_each + b) % clients.len()].clone();
+            let (bases, token, product) = (bases.clone(), shop.storefront.clone(), product.clone());
+            let key = format!("{prefix}{p}-b{b}");
+            tasks.push(actix_web::rt::spawn(async move {
+                let answer = buy_until_definitive(
+                    &client,
+                    bases,
+                    &token,
+                    &product,
+                    &key,
+                    Duration::from_secs(60),
+                )
+                .await;
+                (product, key, answer)
+            }));
+        }
+    }
+    let mut sold: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for task in tasks {
+        let (product, key, answer) = task.await.unwrap();
+        match answer.status {
+            201 => sold.entry(product).or_default().push(answer.code()),
+            409 => assert!(
+                ["sold_out", "insufficient_stock"].contains(&answer.code().as_str()),
+                "{key}: {answer:?}"
+            ),
+            _ => panic!("{key}: {answer:?}"),
+        }
+    }
+    sold
+}
+
+/// Exactly `stock` of `product` sold, every 201 an order in the database, and the
+/// product's stock adds up.
+pub async fn assert_sold_exactly(
+    db: &tokio_postgres::Client,
+    product: &str,
+    ids: &[String],
+    stock: i64,
+) {
+    assert_eq!(
+        ids.len() as i64,
+        stock,
+        "exactly the stock of {product} sold"
+    );
+    for id in ids {
+        let found: i64 = db
+            .query_one("SELECT count(*) FROM orders WHERE id = $1", &[id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 1, "order {id} got a 201 and is in the database");
+    }
+    assert_eq!(assert_stock_adds_up(db, product).await, stock);
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    assert_stock_adds_up, buy_until_definitive, cluster_view, metric_sum, open_shop, start_cluster,
+    assert_sold_exactly, assert_stock_adds_up, buy_until_definitive, cluster_view, metric_sum,
+    open_shop, sell_out, start_cluster,
 };
 use crate::helpers::{connect, fresh_database};
 
@@ -30,60 +31,17 @@ async fn three_instances_sell_exactly_the_stock_of_several_products() {
 
     let (products, stock, buyers_each) = (6, 15, 40);
     let shop = open_shop(&nodes[0], products, stock, json!({})).await;
-    let bases = Arc::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>());
-    let clients: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
-    let mut tasks = Vec::new();
-    for (p, product) in shop.products.iter().enumerate() {
-        for b in 0..buyers_each {
-            let (client, bases) = (
-                clients[(p * buyers_each + b) % clients.len()].clone(),
-                bases.clone(),
-            );
-            let (token, product) = (shop.storefront.clone(), product.clone());
-            let key = format!("p{p}-b{b}");
-            tasks.push(actix_web::rt::spawn(async move {
-                let answer = buy_until_definitive(
-                    &client,
-                    bases,
-                    &token,
-                    &product,
-                    &key,
-                    Duration::from_secs(60),
-                )
-                .await;
-                (product, key, answer)
-            }));
-        }
-    }
-    let mut sold: HashMap<String, Vec<String>> = HashMap::new();
-    for task in tasks {
-        let (product, key, answer) = task.await.unwrap();
-        match answer.status {
-            201 => sold.entry(product).or_default().push(answer.code()),
-            409 => assert!(
-                ["sold_out", "insufficient_stock"].contains(&answer.code().as_str()),
-                "{key}: {answer:?}"
-            ),
-            _ => panic!("{key}: {answer:?}"),
-        }
-    }
+    let sold = sell_out(
+        &shop,
+        nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(),
+        buyers_each,
+        "p",
+    )
+    .await;
     let db = connect(&db_url).await;
     for product in &shop.products {
         let ids = sold.get(product).cloned().unwrap_or_default();
-        assert_eq!(
-            ids.len() as i64,
-            stock,
-            "exactly the stock of {product} sold"
-        );
-        for id in &ids {
-            let found: i64 = db
-                .query_one("SELECT count(*) FROM orders WHERE id = $1", &[id])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(found, 1, "order {id} got a 201 and is in the database");
-        }
-        assert_eq!(assert_stock_adds_up(&db, product).await, stock);
+        assert_sold_exactly(&db, product, &ids, stock).await;
     }
     // Random instances: most requests met a product owned elsewhere, and were forwarded.
     let all: Vec<_> = nodes.iter().collect();
