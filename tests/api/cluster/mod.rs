@@ -5,6 +5,7 @@
 mod failover;
 mod haproxy;
 mod stampede;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
