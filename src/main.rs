@@ -29,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
         token
     });
 
+    if settings.database_url.is_none() && settings.replica_url.is_some() {
+        anyhow::bail!(
+            "DATABASE_REPLICA_URL needs DATABASE_URL: the private PostgreSQL has no replica"
+        );
+    }
     let mut private_db = None;
     let database_url = match &settings.database_url {
         Some(url) => url.clone(),
