@@ -235,7 +235,8 @@ impl Replica {
     }
 
     /// Refuses the replica for good if it streams from another cluster than `primary`
-    /// (its positions would mean nothing); `true` once the check could be made.
+    /// (its positions would mean nothing); `true` once the check is over (made, or
+    /// refused by a server: `pg_control_system()` may be out of the role's reach).
     async fn check_identity(&self, primary: &Pool) -> bool {
         let (ours, theirs) = tokio::join!(system_id(primary), system_id(&self.pool));
         match (ours, theirs) {
@@ -250,6 +251,13 @@ impl Replica {
                 }
                 true
             }
+            (Err(ReadError::Db(e)), _) | (_, Err(ReadError::Db(e)))
+                if e.as_db_error().is_some() =>
+            {
+                tracing::warn!(error = %e, "cannot compare the replica's system identifier with the primary's; trusting DATABASE_REPLICA_URL");
+                true
+            }
+            // Someone is away: again next time.
             _ => false,
         }
     }

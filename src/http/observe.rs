@@ -101,9 +101,10 @@ fn note_write<B>(response: &ServiceResponse<B>) {
     let Some(state) = request.app_data::<actix_web::web::Data<super::AppState>>() else {
         return;
     };
-    if let (Some(replica), Some(caller)) =
-        (&state.replica, super::auth::token_hash(request.headers()))
-    {
+    let Some(replica) = &state.replica else {
+        return;
+    };
+    if let Some(caller) = super::auth::token_hash(request.headers()) {
         replica.note_write(caller);
     }
 }

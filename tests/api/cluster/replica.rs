@@ -355,3 +355,34 @@ async fn a_streaming_replica_serves_reads_and_the_primary_takes_over_when_it_lag
     );
     assert_eq!(node.metric("flashsale_replica_up").await, 0.0);
 }
+
+/// A `DATABASE_REPLICA_URL` that is no standby (a database on an ordinary server, say a
+/// mistaken URL) is never read from: its data would not be the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_url_that_is_no_standby_is_never_read() {
+    let primary_url = crate::helpers::fresh_database().await;
+    let not_a_standby = crate::helpers::fresh_database().await;
+    let node = Binary::start(
+        &primary_url,
+        &[
+            ("DATABASE_REPLICA_URL", not_a_standby.as_str()),
+            ("FLASHSALE_REPLICA_MAX_LAG_MS", "100"),
+        ],
+    )
+    .await;
+    let shop = node
+        .open_shop(10, json!({"name": "only on the primary"}))
+        .await;
+    // Past the bound and several probes: the writes are no reason any more.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut page = 0;
+    for _ in 0..3 {
+        assert_eq!(
+            listed_name(&node, &shop.storefront, &shop.product, &mut page).await,
+            "only on the primary"
+        );
+    }
+    assert_eq!(replica_reads(&node, "replica", &["fresh"]).await, 0.0);
+    assert_eq!(replica_reads(&node, "primary", &["down"]).await, 3.0);
+    assert_eq!(node.metric("flashsale_replica_up").await, 0.0);
+}
