@@ -29,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
         token
     });
 
-    if settings.database_url.is_none() && settings.replica_url.is_some() {
+    let replica_set = settings
+        .replica_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty());
+    if settings.database_url.is_none() && replica_set {
         anyhow::bail!(
             "DATABASE_REPLICA_URL needs DATABASE_URL: the private PostgreSQL has no replica"
         );

@@ -85,6 +85,7 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
 }
+
 /// The hash of the request's bearer token, whoever it names: the caller whose writes its
 /// later reads must see (see [`crate::db::replica`]).
 pub fn token_hash(headers: &actix_web::http::header::HeaderMap) -> Option<[u8; 32]> {
