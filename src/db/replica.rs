@@ -29,12 +29,13 @@ use crate::metrics::{REPLICA_LAG, REPLICA_READS, REPLICA_UP};
 /// How often the replica's position is compared with the primary's.
 pub const TICK: Duration = Duration::from_millis(250);
 /// How long one position query may take before its side counts as away.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a connection to the replica may take: what a replica that went away costs
-/// a read at most, before the primary answers it.
-const CONNECT_WAIT: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection to the replica may take (as long as the primary's): what a
+/// replica that went away costs the reads in flight at most, before the primary answers
+/// them (a refused connection costs nothing, and the first failure marks it away).
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long a read may take on the replica before the primary is asked instead.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Primary samples kept while the replica has not reached them (a minute of ticks);
 /// dropping the oldest only makes the watermark coarser, never wrong.
 const MAX_SAMPLES: usize = 240;

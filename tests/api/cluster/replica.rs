@@ -147,6 +147,23 @@ async fn replica_reads(node: &Binary, target: &str, reasons: &[&str]) -> f64 {
         .sum()
 }
 
+/// The replica's metrics, for a failure's message.
+async fn replica_metrics(node: &Binary) -> String {
+    let text = node
+        .client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("flashsale_replica"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A GET answered 200, as JSON.
 async fn get_ok(node: &Binary, path: &str, token: &str) -> Value {
     let response = node
@@ -241,7 +258,8 @@ async fn a_streaming_replica_serves_reads_and_the_primary_takes_over_when_it_lag
     assert_eq!(
         replica_reads(&node, "replica", &["fresh"]).await - served_by_replica,
         4.0,
-        "the listing, order list, drop calendar and events were served by the replica"
+        "the listing, order list, drop calendar and events were served by the replica:\n{}",
+        replica_metrics(&node).await
     );
 
     // Replay paused: a change made straight in the primary is not on the replica, and a
