@@ -44,6 +44,8 @@
 //! | `FLASHSALE_WEBHOOK_TIMEOUT_MS` | 10000 | how long a delivery waits for its 2xx |
 //! | `FLASHSALE_ADVERTISE_URL` | `http://` + listen address | where the other instances of a cluster reach this one |
 //! | `FLASHSALE_LEASE_SECS` | 3 | how long shard ownership lasts without renewal |
+//! | `DATABASE_REPLICA_URL` | unset | a streaming replica of `DATABASE_URL` for listings, order and event reads |
+//! | `FLASHSALE_REPLICA_MAX_LAG_MS` | 1000 | a replica further behind than this is not read from |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! and the OpenTelemetry variables listed in [`ENVIRONMENT_HELP`] (read by `telemetry.rs`
@@ -77,6 +79,9 @@ pub const DEFAULT_WEBHOOK_MAX_PER_STORE: usize = 16;
 pub const DEFAULT_WEBHOOK_RETENTION_DAYS: f64 = 30.0;
 pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_LEASE_SECS: u64 = 3;
+/// The listings' max-age: a listing read from the replica is no older than one served
+/// from the listing cache.
+pub const DEFAULT_REPLICA_MAX_LAG_MS: u64 = 1_000;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -291,6 +296,16 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS)]
     pub lease_secs: u64,
 
+    /// A streaming replica (hot standby) of DATABASE_URL: listings, the drop calendar,
+    /// order and event reads go to it while it is within FLASHSALE_REPLICA_MAX_LAG_MS
+    /// (else, and for a caller's own recent writes, to the primary). Needs DATABASE_URL.
+    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true)]
+    pub replica_url: Option<String>,
+
+    /// Milliseconds the replica may be behind the primary and still be read from.
+    #[arg(long, env = "FLASHSALE_REPLICA_MAX_LAG_MS", default_value_t = DEFAULT_REPLICA_MAX_LAG_MS)]
+    pub replica_max_lag_ms: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -324,6 +339,11 @@ impl Settings {
     /// How long membership and shard leases last without renewal (at least 0.2 s).
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs).max(Duration::from_millis(200))
+    }
+
+    /// How far behind the primary the replica may be and still be read from.
+    pub fn replica_max_lag(&self) -> Duration {
+        Duration::from_millis(self.replica_max_lag_ms)
     }
 
     pub fn batch_linger(&self) -> Duration {

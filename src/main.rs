@@ -29,6 +29,15 @@ async fn main() -> anyhow::Result<()> {
         token
     });
 
+    let replica_set = settings
+        .replica_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty());
+    if settings.database_url.is_none() && replica_set {
+        anyhow::bail!(
+            "DATABASE_REPLICA_URL needs DATABASE_URL: the private PostgreSQL has no replica"
+        );
+    }
     let mut private_db = None;
     let database_url = match &settings.database_url {
         Some(url) => url.clone(),

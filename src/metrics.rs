@@ -467,8 +467,54 @@ pub static CLUSTER_FENCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+pub const REPLICA_READS_TOTAL: &str = "flashsale_replica_reads_total";
+pub const REPLICA_LAG_SECONDS: &str = "flashsale_replica_lag_seconds";
+pub const REPLICA_UP_NAME: &str = "flashsale_replica_up";
+/// The `reason` of each `target` of [`REPLICA_READS`]: the replica serves what it is
+/// fresh enough for; the primary serves the rest, saying why.
+pub const REPLICA_READ_LABELS: [(&str, &str); 6] = [
+    ("replica", "fresh"),
+    ("primary", "down"),
+    ("primary", "lagging"),
+    ("primary", "own_write"),
+    ("primary", "replica_failed"),
+    ("primary", "replica_miss"),
+];
+
+/// Reads that could go to the replica (`DATABASE_REPLICA_URL` set), by where they were
+/// served (`target`) and why (`reason`, see [`REPLICA_READ_LABELS`]).
+pub static REPLICA_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        REPLICA_READS_TOTAL,
+        "Listing, order and event reads by the database that served them, and why",
+        &["target", "reason"]
+    )
+    .expect("metric")
+});
+
+/// How far behind the primary the replica is: now minus the newest moment of which it
+/// holds every commit (grows while it is away; 0 without a replica).
+pub static REPLICA_LAG: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    prometheus::register_gauge!(
+        REPLICA_LAG_SECONDS,
+        "Replication lag of the read replica, seconds"
+    )
+    .expect("metric")
+});
+
+/// 1 while the read replica answers as a standby, else 0.
+pub static REPLICA_UP: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(REPLICA_UP_NAME, "Whether the read replica is usable")
+        .expect("metric")
+});
+
 pub fn register_all() {
     BUILD.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    for (target, reason) in REPLICA_READ_LABELS {
+        REPLICA_READS.with_label_values(&[target, reason]);
+    }
+    LazyLock::force(&REPLICA_LAG);
+    LazyLock::force(&REPLICA_UP);
     LazyLock::force(&CLUSTER_SHARDS_OWNED);
     for event in ["renewed", "claimed", "released", "lost"] {
         CLUSTER_LEASES.with_label_values(&[event]);

@@ -81,7 +81,9 @@ impl Application {
             DISPATCHER_POOL_SIZE,
             settings,
         )?);
-        let state = web::Data::new(AppState::new(pool.clone(), actors, admin_token, settings));
+        let mut state = AppState::new(pool.clone(), actors, admin_token, settings);
+        state.replica = start_replica(settings, database_url)?;
+        let state = web::Data::new(state);
         wake_products_with_holds(
             &pool,
             std::sync::Arc::downgrade(&state.clone().into_inner()),
@@ -130,6 +132,25 @@ impl Application {
         }
         served
     }
+}
+
+/// The read replica, if `DATABASE_REPLICA_URL` names one, with its lag watched (on a
+/// connection to the primary of its own).
+fn start_replica(
+    settings: &Settings,
+    database_url: &str,
+) -> anyhow::Result<Option<std::sync::Arc<db::replica::Replica>>> {
+    let Some(url) = settings.replica_url.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let replica = std::sync::Arc::new(
+        db::replica::Replica::new(url, settings).context("Failed to set up the read replica")?,
+    );
+    actix_web::rt::spawn(db::replica::watch(
+        std::sync::Arc::downgrade(&replica),
+        db::create_serving_pool(database_url, 1, settings)?,
+    ));
+    Ok(Some(replica))
 }
 
 /// The HTTP server on an already bound listener.

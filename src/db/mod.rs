@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod health;
 pub mod orders;
 pub mod products;
+pub mod replica;
 pub mod stores;
 pub mod webhooks;
 
@@ -44,6 +45,25 @@ pub fn serving_config(
     url: &str,
     settings: &crate::config::Settings,
 ) -> anyhow::Result<tokio_postgres::Config> {
+    let config = session_config(url, settings)?;
+    if let Some(host) = config.get_hosts().first() {
+        let address = match host {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        crate::telemetry::set_db_server(address, port);
+    }
+    Ok(config)
+}
+
+/// [`serving_config`]'s session settings alone (the replica's pool: the spans name the
+/// primary).
+pub fn session_config(
+    url: &str,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config =
         url.parse().context("Failed to parse the database URL")?;
     let options = match config.get_options() {
@@ -55,15 +75,6 @@ pub fn serving_config(
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(settings.db_keepalive_secs.max(1)))
         .connect_timeout(POOL_WAIT);
-    if let Some(host) = config.get_hosts().first() {
-        let address = match host {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        crate::telemetry::set_db_server(address, port);
-    }
     Ok(config)
 }
 
@@ -77,6 +88,16 @@ pub fn create_serving_pool(
 }
 
 fn pool_from_config(config: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+    pool_waiting(config, size, POOL_WAIT)
+}
+
+/// A pool whose requests wait at most `wait` for a connection (and for each step of
+/// making one).
+fn pool_waiting(
+    config: tokio_postgres::Config,
+    size: usize,
+    wait: Duration,
+) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -87,9 +108,9 @@ fn pool_from_config(config: tokio_postgres::Config, size: usize) -> anyhow::Resu
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT))
-        .create_timeout(Some(POOL_WAIT))
-        .recycle_timeout(Some(POOL_WAIT))
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .recycle_timeout(Some(wait))
         .build()
         .context("Failed to build the connection pool")
 }

@@ -85,6 +85,15 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
 }
+
+/// The hash of the request's bearer token, whoever it names: the caller whose writes its
+/// later reads must see (see [`crate::db::replica`]).
+pub fn token_hash(headers: &actix_web::http::header::HeaderMap) -> Option<[u8; 32]> {
+    let value = headers.get(actix_web::http::header::AUTHORIZATION)?;
+    let token = bearer_token(value.to_str().ok()?)?;
+    Some(hash_secret(token))
+}
+
 /// How long a key lookup waits for one of the bounded lookup slots.
 const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 

@@ -249,6 +249,15 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+impl From<crate::db::replica::ReadError> for ApiError {
+    fn from(e: crate::db::replica::ReadError) -> Self {
+        match e {
+            crate::db::replica::ReadError::Pool(e) => e.into(),
+            crate::db::replica::ReadError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::warn!(error = %e, "no database connection");

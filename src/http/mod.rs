@@ -105,6 +105,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// SHA-256 of `FLASHSALE_METRICS_TOKEN`; `None`: `/metrics` is open.
     pub metrics_token_hash: Option<[u8; 32]>,
+    /// The read replica (`DATABASE_REPLICA_URL`), if there is one.
+    pub replica: Option<Arc<crate::db::replica::Replica>>,
 }
 
 impl AppState {
@@ -146,7 +148,38 @@ impl AppState {
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(crate::domain::ids::hash_secret),
+            replica: None,
         }
+    }
+
+    /// Runs a read that the replica may serve (see [`crate::db::replica`]).
+    pub async fn read<T, F, Fut>(
+        &self,
+        reader: crate::db::replica::Reader<'_>,
+        read: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(deadpool_postgres::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        crate::db::replica::read(&self.pool, self.replica.as_deref(), reader, read)
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// [`AppState::read`] of one row, which the replica may not have yet.
+    pub async fn read_found<T, F, Fut>(
+        &self,
+        reader: crate::db::replica::Reader<'_>,
+        read: F,
+    ) -> Result<Option<T>, ApiError>
+    where
+        F: Fn(deadpool_postgres::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, tokio_postgres::Error>>,
+    {
+        crate::db::replica::read_found(&self.pool, self.replica.as_deref(), reader, read)
+            .await
+            .map_err(ApiError::from)
     }
 }
 

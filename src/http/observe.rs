@@ -79,6 +79,9 @@ pub async fn front_door(
             req.into_response(response).map_into_right_body()
         }
     };
+    if method != Method::GET && method != Method::HEAD {
+        note_write(&response);
+    }
     record_red(
         route_of(hot, &response),
         &response,
@@ -86,6 +89,24 @@ pub async fn front_door(
         started.elapsed().as_secs_f64(),
     );
     Ok(response)
+}
+
+/// With a read replica: a request that may have written (any answer but a refusal, which
+/// writes nothing) makes its caller's reads go to the primary until the replica has it.
+fn note_write<B>(response: &ServiceResponse<B>) {
+    if response.status().is_client_error() {
+        return;
+    }
+    let request = response.request();
+    let Some(state) = request.app_data::<actix_web::web::Data<super::AppState>>() else {
+        return;
+    };
+    let Some(replica) = &state.replica else {
+        return;
+    };
+    if let Some(caller) = super::auth::token_hash(request.headers()) {
+        replica.note_write(caller);
+    }
 }
 
 /// The label of the request's route: a hot read's, else the matched resource's (see

@@ -4,13 +4,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::{Caller, ADMIN_KEY, ANY_STORE_KEY};
+use super::auth::{token_hash, Caller, ADMIN_KEY, ANY_STORE_KEY};
 use super::body::JsonBody;
 use super::errors::ApiError;
 use super::query::{pick, Params};
 use super::AppState;
 use crate::actors::product::{ChangedBy, Lifecycle, ProductMsg};
 use crate::db::orders::{find_order, list_orders, OrderFilter};
+use crate::db::replica::Reader;
 use crate::db::stores::KeyGrant;
 use crate::domain::ledger::Refusal;
 use crate::domain::order::Order;
@@ -73,7 +74,14 @@ pub async fn get_order(
     let mut params = Params::parse(req.query_string())?;
     let fields = params.fields(ORDER_FIELDS);
     params.finish()?;
-    let order = order_of_store(&state, &grant.store_id, &id).await?;
+    let caller = token_hash(req.headers());
+    let (store_id, id) = (grant.store_id.as_str(), id.as_str());
+    let order = state
+        .read_found(Reader::Caller(caller.as_ref()), |client| async move {
+            find_order(&**client, store_id, id).await
+        })
+        .await?
+        .ok_or(ApiError::NotFound("order_not_found", "no such order"))?;
     Ok(HttpResponse::Ok().json(pick(to_value(&order), fields.as_deref())))
 }
 
@@ -111,8 +119,13 @@ pub async fn list(
             crate::domain::validate::FieldError::new("cursor", "is not a cursor this API gave out"),
         ]));
     }
-    let client = state.pool.get().await?;
-    let mut orders = list_orders(&**client, &grant.store_id, &filter, limit + 1).await?;
+    let caller = token_hash(req.headers());
+    let (store_id, filter) = (grant.store_id.as_str(), &filter);
+    let mut orders = state
+        .read(Reader::Caller(caller.as_ref()), |client| async move {
+            list_orders(&**client, store_id, filter, limit + 1).await
+        })
+        .await?;
     let next_cursor = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
         orders.last().map(|o| o.id.clone())

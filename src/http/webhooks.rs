@@ -384,16 +384,16 @@ pub async fn events(
         })
         .transpose()?;
     let retention = state.actors.settings().webhook_retention_days;
-    let client = state.pool.get().await?;
-    let mut rows = db::list_events(
-        &**client,
-        &grant.store_id,
-        kind.as_deref(),
-        before,
-        limit + 1,
-        retention,
-    )
-    .await?;
+    let caller = super::auth::token_hash(req.headers());
+    let (store_id, kind) = (grant.store_id.as_str(), kind.as_deref());
+    let mut rows = state
+        .read(
+            crate::db::replica::Reader::Caller(caller.as_ref()),
+            |client| async move {
+                db::list_events(&**client, store_id, kind, before, limit + 1, retention).await
+            },
+        )
+        .await?;
     let next_cursor = next_page(&mut rows, limit, |(at, _)| at.to_cursor());
     let items = rows.into_iter().map(|(_, e)| e).collect();
     Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))

@@ -144,6 +144,10 @@ fn catalog_generation(state: &AppState, store_id: &str) -> u64 {
 /// A catalog write of `store_id` happened: its listings rendered before it are not
 /// served after it (other stores' stay).
 pub(super) fn catalog_changed(state: &AppState, store_id: &str) {
+    // Its listings are read from the primary until the replica has this write.
+    if let Some(replica) = &state.replica {
+        replica.note_catalog_write(store_id);
+    }
     let mut generations = state
         .catalog_generations
         .write()

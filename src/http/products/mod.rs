@@ -24,6 +24,7 @@ use crate::actors::product::{PatchFailure, ProductMsg, Snapshot};
 use crate::actors::Failure;
 use crate::db;
 use crate::db::products::{insert_product, ProductSort};
+use crate::db::replica::Reader;
 use crate::db::violated_constraint;
 use crate::domain::ids::new_id;
 use crate::domain::validate::{FieldError, Fields, Required};
@@ -356,18 +357,22 @@ async fn render_list_products(
         "price_cents" => ProductSort::PriceCents,
         _ => ProductSort::CreatedAt,
     };
-    let client = state.pool.get().await?;
     let after_ref = after.as_ref().map(|(k, id)| (*k, id.as_str()));
-    let mut products = db::products::list_products(
-        &**client,
-        store_id,
-        status.as_deref(),
-        sort,
-        desc,
-        after_ref,
-        limit + 1,
-    )
-    .await?;
+    let status = status.as_deref();
+    let mut products = state
+        .read(Reader::Catalog(store_id), |client| async move {
+            db::products::list_products(
+                &**client,
+                store_id,
+                status,
+                sort,
+                desc,
+                after_ref,
+                limit + 1,
+            )
+            .await
+        })
+        .await?;
     let next_cursor = if products.len() as i64 > limit {
         products.truncate(limit as usize);
         products
@@ -431,10 +436,12 @@ async fn render_drops(
             format!("must be after from, at most {MAX_DROPS_SPAN_DAYS} days later"),
         )]));
     }
-    let client = state.pool.get().await?;
     let after_ref = after.as_ref().map(|(at, id)| (*at, id.as_str()));
-    let mut products =
-        db::products::drops(&**client, store_id, from, to, after_ref, limit + 1).await?;
+    let mut products = state
+        .read(Reader::Catalog(store_id), |client| async move {
+            db::products::drops(&**client, store_id, from, to, after_ref, limit + 1).await
+        })
+        .await?;
     let next_cursor = if products.len() as i64 > limit {
         products.truncate(limit as usize);
         products.last().map(drops_cursor_of)

@@ -4,6 +4,7 @@
 
 mod failover;
 mod haproxy;
+mod replica;
 mod stampede;
 mod webhooks;
 
