@@ -82,6 +82,11 @@ impl Application {
             settings,
         )?);
         let state = web::Data::new(AppState::new(pool.clone(), actors, admin_token, settings));
+        // Other instances' catalog writes reach our caches over LISTEN/NOTIFY.
+        actix_web::rt::spawn(crate::cluster::notify::listen(
+            db::serving_config(database_url, settings)?,
+            std::sync::Arc::downgrade(&state.clone().into_inner()),
+        ));
         wake_products_with_holds(
             &pool,
             std::sync::Arc::downgrade(&state.clone().into_inner()),
