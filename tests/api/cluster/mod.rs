@@ -5,6 +5,7 @@
 mod caches;
 mod failover;
 mod haproxy;
+mod limits;
 mod stampede;
 
 use std::sync::Arc;
