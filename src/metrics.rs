@@ -456,6 +456,32 @@ pub static CLUSTER_FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric")
 });
 
+pub const CACHE_NOTIFICATIONS_TOTAL: &str = "flashsale_cache_notifications_total";
+pub const CACHE_LISTEN_RECONNECTS_TOTAL: &str = "flashsale_cache_listen_reconnects_total";
+
+/// Cache invalidations over LISTEN/NOTIFY (`cluster::notify`): `sent` (queued in a
+/// write's transaction; PostgreSQL delivers it at commit), `received` (heard on the
+/// listening connection, this instance's own included) and `applied` (another
+/// instance's, applied to our caches).
+pub static CACHE_NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        CACHE_NOTIFICATIONS_TOTAL,
+        "Cache invalidation notifications, by event",
+        &["event"]
+    )
+    .expect("metric")
+});
+
+/// The listening connection was (re)made after a loss: everything it might have missed
+/// was invalidated.
+pub static CACHE_LISTEN_RECONNECTS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        CACHE_LISTEN_RECONNECTS_TOTAL,
+        "Reconnections of the cache-invalidation listener (every cache cleared)"
+    )
+    .expect("metric")
+});
+
 /// Writes refused by the fence (this instance no longer held the shard's epoch):
 /// `checkout` (a write-behind batch), `write` (restock, PATCH, confirm, cancel).
 pub static CLUSTER_FENCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -525,6 +551,10 @@ pub fn register_all() {
     for write in ["checkout", "write"] {
         CLUSTER_FENCED.with_label_values(&[write]);
     }
+    for event in ["sent", "received", "applied"] {
+        CACHE_NOTIFICATIONS.with_label_values(&[event]);
+    }
+    LazyLock::force(&CACHE_LISTEN_RECONNECTS);
     LazyLock::force(&OVERSELL_GUARD);
     LazyLock::force(&PRODUCT_PASSIVATIONS);
     LazyLock::force(&PRODUCT_ACTORS_GAUGE);

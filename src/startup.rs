@@ -84,6 +84,11 @@ impl Application {
         let mut state = AppState::new(pool.clone(), actors, admin_token, settings);
         state.replica = start_replica(settings, database_url)?;
         let state = web::Data::new(state);
+        // Other instances' catalog writes reach our caches over LISTEN/NOTIFY.
+        actix_web::rt::spawn(crate::cluster::notify::listen(
+            db::session_config(database_url, settings)?,
+            std::sync::Arc::downgrade(&state.clone().into_inner()),
+        ));
         wake_products_with_holds(
             &pool,
             std::sync::Arc::downgrade(&state.clone().into_inner()),

@@ -7,6 +7,13 @@
 //! - on checkout, each customer and each client address (free and pro plans).
 //!
 //! Each limit allows a burst of one second's worth.
+//!
+//! In a cluster each instance enforces its share of the store-wide limits (the plan's
+//! rate and the per-key rate): the rate divided by the live instances, at least 1, so
+//! that a store's requests spread over the instances get about its plan in all. The
+//! per-customer and per-address checkout limits are not divided: a checkout is checked
+//! by its product's owner alone, so one product's buyers always meet the whole limit in
+//! one place (see docs/ARCHITECTURE.md, "What stays per instance").
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -26,6 +33,8 @@ pub struct Limited {
 }
 
 pub struct StoreLimits {
+    /// Among how many instances the store-wide limits were shared out.
+    instances: usize,
     store: Option<(u32, DefaultDirectRateLimiter)>,
     per_key: Option<(u32, DefaultKeyedRateLimiter<String>)>,
     per_customer: Option<(u32, DefaultKeyedRateLimiter<String>)>,
@@ -62,9 +71,19 @@ fn check_keyed(
         })
 }
 
+/// One instance's share of `rate` among `instances`: rounded down, so that the shares
+/// never add up to more than the rate, but at least 1; 0 (unlimited) stays 0.
+pub fn share_of(rate: u32, instances: usize) -> u32 {
+    if rate == 0 {
+        return 0;
+    }
+    let instances = u32::try_from(instances.max(1)).unwrap_or(u32::MAX);
+    (rate / instances).max(1)
+}
+
 impl StoreLimits {
-    /// The limits of a store on `plan`.
-    pub fn for_plan(plan: &str, settings: &Settings) -> Self {
+    /// The limits of a store on `plan`, for one of `instances` live instances.
+    pub fn for_plan(plan: &str, settings: &Settings, instances: usize) -> Self {
         let store_rate = match plan {
             "free" => settings.rate_free,
             "pro" => settings.rate_pro,
@@ -73,10 +92,12 @@ impl StoreLimits {
         // Enterprise buys its way out of the per-buyer limits too, unless it has a rate.
         let buyer_limits = plan != "enterprise" || store_rate > 0;
         let keyed = |rate: u32| quota(rate).map(|(r, q)| (r, RateLimiter::keyed(q)));
+        let share = |rate: u32| share_of(rate, instances);
         StoreLimits {
-            store: quota(store_rate).map(|(r, q)| (r, RateLimiter::direct(q))),
+            instances,
+            store: quota(share(store_rate)).map(|(r, q)| (r, RateLimiter::direct(q))),
             per_key: if buyer_limits {
-                keyed(settings.rate_per_key)
+                keyed(share(settings.rate_per_key))
             } else {
                 None
             },
@@ -91,6 +112,11 @@ impl StoreLimits {
                 None
             },
         }
+    }
+
+    /// Among how many instances these limits were shared out.
+    pub fn instances(&self) -> usize {
+        self.instances
     }
 
     /// Any request with this store's key.
@@ -127,5 +153,24 @@ impl StoreLimits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_of;
+
+    #[test]
+    fn shares_never_exceed_the_rate_and_never_reach_zero() {
+        assert_eq!(
+            share_of(20, 1),
+            20,
+            "a lone instance enforces the whole plan"
+        );
+        assert_eq!(share_of(20, 2), 10);
+        assert_eq!(share_of(20, 3), 6);
+        assert_eq!(share_of(2, 5), 1);
+        assert_eq!(share_of(0, 3), 0, "unlimited stays unlimited");
+        assert_eq!(share_of(7, 0), 7, "no view yet: alone");
     }
 }

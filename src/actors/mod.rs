@@ -113,6 +113,10 @@ pub struct Shared {
     /// `store \x1f product id` → an id that names no product of that store, for
     /// [`MISSING_TTL`]: an unknown id costs this entry, never a running actor (bounded).
     pub missing: crate::Cache<String, ()>,
+    /// Bumped whenever this instance hears of a product created (here or elsewhere, see
+    /// [`crate::cluster::notify`]): a lookup that began before and found nothing may
+    /// have raced that creation, so its "missing" is not remembered.
+    pub creations: std::sync::atomic::AtomicU64,
     /// How long a product actor stays idle before it passivates (see
     /// `product::passivate`); zero: never.
     pub product_idle: std::time::Duration,
@@ -209,6 +213,7 @@ impl Actors {
                 .max_capacity(MISSING_CAPACITY)
                 .time_to_live(MISSING_TTL)
                 .build_with_hasher(Default::default()),
+            creations: std::sync::atomic::AtomicU64::new(0),
             product_idle: settings.product_idle(),
             lookups: Arc::new(tokio::sync::Semaphore::new(lookup_permits(settings))),
             lookups_per_store: (lookup_permits(settings) / 2).max(1),
@@ -275,15 +280,32 @@ impl Actors {
         self.shared.health.clone()
     }
 
-    /// The rate limits of the store behind `grant` (made on first use, by its plan).
+    /// The rate limits of the store behind `grant` (made on first use, by its plan),
+    /// this instance's share of them: made again whenever the number of live instances
+    /// changed (the new share starts with a full burst).
     pub fn limits(&self, grant: &crate::db::stores::KeyGrant) -> Arc<limits::StoreLimits> {
+        let instances = self.shared.cluster.live_instances();
         if let Some(l) = self.limits.read().expect("limits").get(&grant.store_id) {
-            return l.clone();
+            if l.instances() == instances {
+                return l.clone();
+            }
         }
         let mut all = self.limits.write().expect("limits");
-        all.entry(grant.store_id.clone())
-            .or_insert_with(|| Arc::new(limits::StoreLimits::for_plan(&grant.plan, &self.settings)))
-            .clone()
+        let entry = all.entry(grant.store_id.clone()).or_insert_with(|| {
+            Arc::new(limits::StoreLimits::for_plan(
+                &grant.plan,
+                &self.settings,
+                instances,
+            ))
+        });
+        if entry.instances() != instances {
+            *entry = Arc::new(limits::StoreLimits::for_plan(
+                &grant.plan,
+                &self.settings,
+                instances,
+            ));
+        }
+        entry.clone()
     }
 
     /// Lets the limiters forget idle buyers (bounded memory).
@@ -291,6 +313,23 @@ impl Actors {
         for l in self.limits.read().expect("limits").values() {
             l.forget_idle();
         }
+    }
+
+    /// `product_id` names a product of `store_id` from now on (created here or on
+    /// another instance): no "missing" remembered for it stays, nor is one made by a
+    /// lookup that raced the creation.
+    pub fn product_created(&self, store_id: &str, product_id: &str) {
+        self.shared.creations.fetch_add(1, Ordering::AcqRel);
+        self.shared
+            .missing
+            .invalidate(&product::missing_key(store_id, product_id));
+    }
+
+    /// Forgets every id remembered as missing (the cache listener may have missed
+    /// creations).
+    pub fn forget_missing(&self) {
+        self.shared.creations.fetch_add(1, Ordering::AcqRel);
+        self.shared.missing.invalidate_all();
     }
 
     /// The published snapshot of a product, if its actor has one current.

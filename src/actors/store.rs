@@ -9,6 +9,7 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -269,6 +270,7 @@ impl StoreActor {
     ) {
         let pool = self.shared.pool.clone();
         let (store_id, id) = (self.store_id.clone(), product_id.clone());
+        let creations = self.shared.creations.load(Ordering::Acquire);
         let lookup = async move {
             let _permit = permit;
             let ask = async {
@@ -283,13 +285,15 @@ impl StoreActor {
         };
         ctx.spawn(lookup.into_actor(self).map(move |found, act, ctx| {
             act.looking -= 1;
-            act.answer_lookup(&product_id, found);
+            // A creation heard of meanwhile may be this id's: its "missing" is not kept.
+            let remember = act.shared.creations.load(Ordering::Acquire) == creations;
+            act.answer_lookup(&product_id, found, remember);
             act.start_lookups(ctx);
         }));
     }
 
     /// Hands the messages that waited for `product_id`'s lookup on (or answers them).
-    fn answer_lookup(&mut self, product_id: &str, found: anyhow::Result<bool>) {
+    fn answer_lookup(&mut self, product_id: &str, found: anyhow::Result<bool>, remember: bool) {
         let waiting = self.pending.remove(product_id).unwrap_or_default();
         let result = match &found {
             Ok(true) => "found",
@@ -306,9 +310,11 @@ impl StoreActor {
                 }
             }
             Ok(false) => {
-                self.shared
-                    .missing
-                    .insert(super::product::missing_key(&self.store_id, product_id), ());
+                if remember {
+                    self.shared
+                        .missing
+                        .insert(super::product::missing_key(&self.store_id, product_id), ());
+                }
                 for (msg, _) in waiting {
                     msg.fail(Failure::NotFound);
                 }

@@ -24,6 +24,9 @@ pub const HOPS: &str = "flashsale-hops";
 pub const CLIENT_ADDR: &str = "flashsale-client-addr";
 /// Milliseconds left until the answer is due.
 pub const DEADLINE_MS: &str = "flashsale-deadline-ms";
+/// The first instance already counted the request against the store's rate limits
+/// (it authenticated it before forwarding): the owner does not count it again.
+pub const LIMITS_COUNTED: &str = "flashsale-limits-counted";
 /// Hops a request may take at most.
 pub const MAX_HOPS: u8 = 2;
 /// How often a request about a moving shard looks again for its holder.
@@ -66,7 +69,13 @@ pub struct Via {
     pub hops: u8,
     pub client_addr: Option<String>,
     pub answer_by: Option<Instant>,
+    /// Counted against the store's rate limits by an earlier instance.
+    pub limits_counted: bool,
 }
+
+/// Request extension: this request was counted against its store's rate limits here.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsCounted;
 
 /// The HTTP client for forwarding: keep-alive pools per owner, no redirects.
 pub struct Forwarder {
@@ -105,6 +114,7 @@ fn passes(name: &str) -> bool {
             | HOPS
             | CLIENT_ADDR
             | DEADLINE_MS
+            | LIMITS_COUNTED
     )
 }
 
@@ -128,6 +138,7 @@ impl Cluster {
             answer_by: header(DEADLINE_MS)
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .map(|ms| Instant::now() + Duration::from_millis(ms)),
+            limits_counted: header(LIMITS_COUNTED).is_some(),
         })
     }
 
@@ -223,6 +234,13 @@ impl Cluster {
             );
         if let Some(addr) = client_addr {
             out = out.header(CLIENT_ADDR, addr);
+        }
+        let counted = via.is_some_and(|v| v.limits_counted)
+            || actix_web::HttpMessage::extensions(req)
+                .get::<LimitsCounted>()
+                .is_some();
+        if counted {
+            out = out.header(LIMITS_COUNTED, "1");
         }
         for (name, value) in req.headers() {
             if passes(name.as_str()) {

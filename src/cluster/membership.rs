@@ -108,6 +108,7 @@ impl Cluster {
                     _ => None,
                 };
             }
+            self.live.store(members.len(), Ordering::Release);
             view.members = members;
             let settled = view
                 .slots

@@ -11,9 +11,10 @@
 
 pub mod forward;
 pub mod membership;
+pub mod notify;
 pub mod shards;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ pub struct Cluster {
     settled: AtomicBool,
     /// Settled at least once.
     joined: AtomicBool,
+    /// Live members as of the last round (0 before the first): each enforces its share
+    /// of a store's rate limits ([`Cluster::live_instances`]).
+    live: AtomicUsize,
     /// Left the cluster (clean shutdown): no more rounds, so that a process whose server
     /// stopped never registers again.
     left: AtomicBool,
@@ -92,6 +96,7 @@ impl Cluster {
             losses: tokio::sync::watch::channel(0).0,
             settled: AtomicBool::new(false),
             joined: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
             left: AtomicBool::new(false),
             forwarder: forward::Forwarder::new(lease),
             secret: OnceLock::new(),
@@ -219,6 +224,12 @@ impl Cluster {
                 (m.clone(), held)
             })
             .collect()
+    }
+
+    /// How many instances are live (this one included, so at least 1), as of the
+    /// last round: a store's rate limits are shared out among them.
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Acquire).max(1)
     }
 
     /// Shards held here now.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use futures_util::future::{Either, LocalBoxFuture};
 
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::errors::ApiError;
 use super::{load_shared, AppState};
+use crate::cluster::forward::{LimitsCounted, Via};
 use crate::db::stores::{find_key, KeyGrant};
 use crate::domain::ids::{hash_secret, KeyRole};
 
@@ -67,14 +68,19 @@ impl FromRequest for Caller {
         if !crate::domain::ids::is_key_shaped(token) {
             return Either::Left(ready(Err(ApiError::Unauthorized)));
         }
+        // Counted once in the cluster: by the instance that authenticated it first.
+        let counted = req
+            .extensions()
+            .get::<Via>()
+            .is_some_and(|v| v.limits_counted);
         if let Some(grant) = state.keys.get(&hash) {
             crate::metrics::cache_lookup("api_keys", true);
-            return Either::Left(ready(admit_key(state, grant)));
+            return Either::Left(ready(admit_key(req, state, grant, counted)));
         }
-        let state = state.clone();
+        let (state, req) = (state.clone(), req.clone());
         Either::Right(Box::pin(async move {
             let grant = load_key(&state, hash).await?;
-            admit_key(&state, grant)
+            admit_key(&req, &state, grant, counted)
         }))
     }
 }
@@ -119,9 +125,18 @@ async fn load_key(state: &AppState, hash: [u8; 32]) -> Result<Option<Arc<KeyGran
     .await
 }
 
-/// A known key within its rate limits is a caller.
-fn admit_key(state: &AppState, grant: Option<Arc<KeyGrant>>) -> Result<Caller, ApiError> {
+/// A known key within its rate limits is a caller. `counted`: an earlier instance of
+/// the cluster counted this request already (and forwarded it here).
+fn admit_key(
+    req: &HttpRequest,
+    state: &AppState,
+    grant: Option<Arc<KeyGrant>>,
+    counted: bool,
+) -> Result<Caller, ApiError> {
     let grant = grant.ok_or(ApiError::Unauthorized)?;
-    state.actors.limits(&grant).check_request(&grant.key_id)?;
+    if !counted {
+        state.actors.limits(&grant).check_request(&grant.key_id)?;
+        req.extensions_mut().insert(LimitsCounted);
+    }
     Ok(Caller::Key(grant))
 }

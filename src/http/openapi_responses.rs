@@ -168,7 +168,11 @@ fn problem_headers(status: &str) -> Vec<(&'static str, &'static str, bool)> {
         "401" => vec![("WWW-Authenticate", "`Bearer`", false)],
         "429" => vec![
             ("Retry-After", "seconds to wait before retrying", true),
-            ("RateLimit-Limit", "requests per second allowed", true),
+            (
+                "RateLimit-Limit",
+                "requests per second this instance allows: in a cluster, its share of the store's limit (the limit divided by the live instances, at least 1)",
+                true,
+            ),
             (
                 "RateLimit-Remaining",
                 "requests left in this window (0)",

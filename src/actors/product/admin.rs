@@ -1,6 +1,7 @@
 //! Admin writes on a product: restock and PATCH go to the database first, then into
 //! the actor's memory. Each is one statement in a transaction fenced on the product's
-//! shard epoch, under the request's deadline ([`db::write_fenced`]): the mailbox waits for it, but never longer than the deadline, and
+//! shard epoch (with the notification that tells the other instances' caches, sent
+//! only at commit, see [`crate::cluster::notify`]), under the request's deadline ([`db::write_fenced`]): the mailbox waits for it, but never longer than the deadline, and
 //! a write whose answer was lost is answered `outcome_unknown` and makes the actor
 //! reload from the database.
 
@@ -10,6 +11,7 @@ use chrono::Utc;
 use super::{PatchFailure, PatchReply, ProductActor, SnapshotReply, State};
 use crate::actors::mailbox::Deadline;
 use crate::actors::Failure;
+use crate::cluster::notify::{announce, Change, What};
 use crate::db::products::Restocked;
 use crate::db::{self, WriteError};
 use crate::metrics::OUTCOME_UNKNOWN;
@@ -29,11 +31,19 @@ impl ProductActor {
         let Some(fence) = self.fence else {
             return drop(reply.send(Err(Failure::Unavailable)));
         };
+        let changed = self.catalog_change();
         let update = async move {
             db::write_fenced(&pool, deadline, fence, |tx| {
                 Box::pin(async move {
-                    db::products::restock(tx, &store_id, &product_id, quantity, key.as_deref())
-                        .await
+                    let (restocked, announced) = futures_util::join!(
+                        db::products::restock(tx, &store_id, &product_id, quantity, key.as_deref()),
+                        announce(tx, &changed)
+                    );
+                    // The write's own error first (a refused write aborts the
+                    // transaction, and so the notification after it).
+                    let restocked = restocked?;
+                    announced?;
+                    Ok(restocked)
                 })
             })
             .await
@@ -81,10 +91,17 @@ impl ProductActor {
         let Some(fence) = self.fence else {
             return drop(reply.send(Err(PatchFailure::Failure(Failure::Unavailable))));
         };
+        let changed = self.catalog_change();
         let update = async move {
             db::write_fenced(&pool, deadline, fence, |tx| {
                 Box::pin(async move {
-                    db::products::update_product(tx, &store_id, &product_id, &patch).await
+                    let (updated, announced) = futures_util::join!(
+                        db::products::update_product(tx, &store_id, &product_id, &patch),
+                        announce(tx, &changed)
+                    );
+                    let updated = updated?;
+                    announced?;
+                    Ok(updated)
                 })
             })
             .await
@@ -112,5 +129,18 @@ impl ProductActor {
             };
             let _ = reply.send(answer);
         }));
+    }
+}
+
+impl ProductActor {
+    /// The notification a catalog write of this product queues in its transaction, so
+    /// that the other instances drop the store's listings once it commits.
+    fn catalog_change(&self) -> Change {
+        Change {
+            from: self.shared.cluster.id.clone(),
+            store: self.store_id.clone(),
+            product: self.product_id.clone(),
+            what: What::Changed,
+        }
     }
 }

@@ -143,7 +143,7 @@ fn catalog_generation(state: &AppState, store_id: &str) -> u64 {
 
 /// A catalog write of `store_id` happened: its listings rendered before it are not
 /// served after it (other stores' stay).
-pub(super) fn catalog_changed(state: &AppState, store_id: &str) {
+pub fn catalog_changed(state: &AppState, store_id: &str) {
     // Its listings are read from the primary until the replica has this write.
     if let Some(replica) = &state.replica {
         replica.note_catalog_write(store_id);
@@ -158,4 +158,10 @@ pub(super) fn catalog_changed(state: &AppState, store_id: &str) {
             generations.insert(Arc::from(store_id), 1);
         }
     }
+}
+
+/// Every store's listings are rendered afresh on their next read (the cache listener
+/// reconnected, so it may have missed writes of other instances).
+pub fn forget_listings(state: &AppState) {
+    state.listings.invalidate_all();
 }

@@ -22,6 +22,7 @@ use super::query::{pick, Params};
 use super::{ask, AppState};
 use crate::actors::product::{PatchFailure, ProductMsg, Snapshot};
 use crate::actors::Failure;
+use crate::cluster::notify::{announce, Change, What};
 use crate::db;
 use crate::db::products::{insert_product, ProductSort};
 use crate::db::replica::Reader;
@@ -32,7 +33,8 @@ use crate::domain::validate::{FieldError, Fields, Required};
 pub use caching::DEGRADED_HEADER;
 use caching::{conditional, stock_cache_control, variant_etag, vary_authorization};
 pub use fast_read::HotRead;
-use listing::{cached_listing, catalog_changed, to_json, views};
+use listing::{cached_listing, to_json, views};
+pub use listing::{catalog_changed, forget_listings};
 use validation::{
     drops_cursor_of, parse_cursor, parse_drops_cursor, parse_new_product, parse_patch, MAX_STOCK,
 };
@@ -52,21 +54,37 @@ pub async fn create_product(
 ) -> Result<HttpResponse, ApiError> {
     let grant = caller.store_key(ADMIN_KEY)?;
     let new = parse_new_product(&body.0)?;
-    let client = state.pool.get().await?;
-    let product = insert_product(&**client, &new_id("prd"), &grant.store_id, &new)
-        .await
-        .map_err(|e| {
-            if violated_constraint(&e) == Some("products_store_sku_key") {
-                ApiError::Conflict {
-                    code: "sku_taken",
-                    title: "SKU taken",
-                    detail: format!("the store already has a product with sku {:?}", new.sku),
-                }
-            } else {
-                ApiError::from(e)
+    let mut client = state.pool.get().await?;
+    let id = new_id("prd");
+    // The other instances hear of it at commit (their listings, and any "missing"
+    // they remember for the id, are dropped), never before.
+    let created = Change {
+        from: state.actors.cluster().id.clone(),
+        store: grant.store_id.clone(),
+        product: id.clone(),
+        what: What::Created,
+    };
+    let client: &mut tokio_postgres::Client = &mut client;
+    let tx = client.transaction().await?;
+    let (product, announced) = futures_util::join!(
+        insert_product(&tx, &id, &grant.store_id, &new),
+        announce(&tx, &created)
+    );
+    let product = product.map_err(|e| {
+        if violated_constraint(&e) == Some("products_store_sku_key") {
+            ApiError::Conflict {
+                code: "sku_taken",
+                title: "SKU taken",
+                detail: format!("the store already has a product with sku {:?}", new.sku),
             }
-        })?;
+        } else {
+            ApiError::from(e)
+        }
+    })?;
+    announced?;
+    tx.commit().await?;
     catalog_changed(&state, &grant.store_id);
+    state.actors.product_created(&grant.store_id, &id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
         .json(product.to_view(Utc::now())))

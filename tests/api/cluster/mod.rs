@@ -2,8 +2,10 @@
 //! PostgreSQL, loopback. Stampedes straight at random instances, a kill -9 mid-drop, and
 //! a paused owner woken after another took over.
 
+mod caches;
 mod failover;
 mod haproxy;
+mod limits;
 mod replica;
 mod stampede;
 mod webhooks;
