@@ -203,31 +203,33 @@ start_front() {
   done
 }
 
-# api METHOD PATH TOKEN EXPECTED [BODY]: through HAProxy; the body on stdout.
-api() {
-  local code body
-  body=$(curl -sS -w '\n%{http_code}' --max-time 30 -X "$1" -H "Authorization: Bearer $3" \
-    -H 'Content-Type: application/json' ${5:+--data-binary "$5"} "$FRONT$2") || die "$1 $2 failed"
-  code=${body##*$'\n'}
-  body=${body%$'\n'*}
-  [[ $code == "$4" ]] || die "$1 $2 answered $code, expected $4: ${body:0:500}"
-  printf '%s' "$body"
-}
-json_get() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-
-# make_shop: a store (enterprise: no rate limits) with PRODUCTS products of STOCK units;
-# sets PK and writes the product ids to $WORK/products.
+# make_shop: a store (enterprise: no rate limits) with PRODUCTS products of STOCK units,
+# made over one keep-alive connection; sets PK and writes the product ids to
+# $WORK/products.
 make_shop() {
-  local store sk i
-  store=$(api POST /api/v1/stores "$ADMIN_TOKEN" 201 '{"name":"cluster","plan":"enterprise"}')
-  sk=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_keys"]["admin"])' <<<"$store")
-  PK=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_keys"]["storefront"])' <<<"$store")
-  : >"$WORK/products"
-  for ((i = 0; i < PRODUCTS; i++)); do
-    api POST /api/v1/products "$sk" 201 \
-      "{\"sku\":\"c-$RUN_ID-$i\",\"name\":\"Drop $i\",\"price_cents\":1000,\"currency\":\"EUR\",\"stock\":$STOCK}" |
-      json_get id >>"$WORK/products"
-  done
+  PK=$(python3 - "$FRONT" "$ADMIN_TOKEN" "$PRODUCTS" "$STOCK" "$RUN_ID" "$WORK/products" <<'PY'
+import http.client, json, sys, urllib.parse
+front, token, count, stock, run, out = sys.argv[1:]
+url = urllib.parse.urlsplit(front)
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+def post(path, bearer, body):
+    conn.request("POST", path, json.dumps(body),
+                 {"Authorization": "Bearer " + bearer, "Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 201:
+        sys.exit(f"POST {path} answered {r.status}: {data[:500]!r}")
+    return json.loads(data)
+store = post("/api/v1/stores", token, {"name": "cluster", "plan": "enterprise"})
+admin = store["api_keys"]["admin"]
+with open(out, "w") as f:
+    for i in range(int(count)):
+        p = post("/api/v1/products", admin, {"sku": f"c-{run}-{i}", "name": f"Drop {i}",
+                 "price_cents": 1000, "currency": "EUR", "stock": int(stock)})
+        f.write(p["id"] + "\n")
+print(store["api_keys"]["storefront"])
+PY
+  ) || die "could not make the store and its products"
 }
 
 forwards() { # sum of flashsale_cluster_forwards_total{result="forwarded"} over the instances
@@ -250,7 +252,7 @@ run_wrk() {
 
 # measure N ROUND: one phase with N instances on a fresh database; a JSON line.
 measure() {
-  local n=$1 round=$2 db="r${2}n$1" before after fwd0 fwd1 result
+  local n=$1 round=$2 db="r${2}n$1" committed fwd0 fwd1 result
   sql postgres "CREATE DATABASE $db" >/dev/null
   log "round $round, $n instance(s): starting"
   start_instances "$n" "$db"
@@ -259,11 +261,11 @@ measure() {
   log "round $round, $n instance(s): warm-up $WARMUP, then $DURATION of checkouts by path"
   run_wrk "warm-r$round-n$n" "$WARMUP" >/dev/null
   sleep 1
-  before=$(sql "$db" 'SELECT count(*) FROM orders')
   fwd0=$(forwards)
   result=$(run_wrk "r$round-n$n" "$DURATION")
   sleep 1
-  after=$(sql "$db" 'SELECT count(*) FROM orders')
+  # The orders of this run's checkouts, by their Idempotency-Key (see cluster_checkout.lua).
+  committed=$(sql "$db" "SELECT count(*) FROM orders WHERE idempotency_key LIKE 'idem-$RUN_ID-r$round-n$n-%'")
   fwd1=$(forwards)
   stop_front
   stop_instances
@@ -277,7 +279,7 @@ print(json.dumps({
     "forwarded": fwd, "forwarded_share": fwd / max(r["requests"], 1),
     "outcomes": r["outcomes"], "latency_ms": r["latency_ms"], "socket_errors": r["socket_errors"],
 }))
-' "$result" "$n" "$round" "$((after - before))" "$((fwd1 - fwd0))" | tee -a "$OUT/phases.jsonl"
+' "$result" "$n" "$round" "$committed" "$((fwd1 - fwd0))" | tee -a "$OUT/phases.jsonl"
 }
 
 start_postgres
