@@ -28,8 +28,10 @@ THREADS=${THREADS:-2}
 PRODUCTS=${PRODUCTS:-256}
 STOCK=${STOCK:-1000000}
 PORT_BASE=${PORT_BASE:-18700}
-# Extra settings for every instance, e.g. "FLASHSALE_HTTP_WORKERS=1 FLASHSALE_ARBITERS=1".
+# Extra settings for every instance, e.g. "FLASHSALE_HTTP_WORKERS=1 FLASHSALE_ARBITERS=1",
+# and for the instances of the three-instance phase only (sharing the cores among them).
 INSTANCE_ENV=${INSTANCE_ENV:-}
+CLUSTER_INSTANCE_ENV=${CLUSTER_INSTANCE_ENV:-}
 FLASHSALE_BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
 RESULTS_ROOT=${RESULTS_ROOT:-$HERE/results}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
@@ -127,7 +129,8 @@ sql() { psql "$(db_url "$1")" -Atc "$2"; }
 
 # start_instances N DB: N instances on the ports after PORT_BASE, each ready.
 start_instances() {
-  local n=$1 db=$2 i port
+  local n=$1 db=$2 i port extra=""
+  if ((n > 1)); then extra=$CLUSTER_INSTANCE_ENV; fi
   for ((i = 1; i <= n; i++)); do
     port=$((PORT_BASE + i))
     curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" &&
@@ -135,7 +138,7 @@ start_instances() {
     # shellcheck disable=SC2086 # INSTANCE_ENV is a list of NAME=value words
     env DATABASE_URL="$(db_url "$db")" FLASHSALE_LISTEN="127.0.0.1:$port" \
       FLASHSALE_ADMIN_TOKEN="$ADMIN_TOKEN" FLASHSALE_SEED_DEMO=false \
-      FLASHSALE_TRUSTED_PROXIES=127.0.0.1/32 RUST_LOG=warn $INSTANCE_ENV \
+      FLASHSALE_TRUSTED_PROXIES=127.0.0.1/32 RUST_LOG=warn $INSTANCE_ENV $extra \
       "$FLASHSALE_BIN" >"$OUT/$db-instance-$i.log" 2>&1 &
     INSTANCE_PIDS+=($!)
     wait_http "http://127.0.0.1:$port/readyz" "instance $i" "${INSTANCE_PIDS[-1]}"
