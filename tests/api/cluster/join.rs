@@ -24,7 +24,11 @@ fn free_port() -> u16 {
         .port()
 }
 
+// A timing claim (a request waits for the new owner at most until its deadline's start
+// by, about 3 s): on a machine oversubscribed by other work, the newcomer's claim round
+// can take longer than that, so it runs alone, after the suite (.ci/run).
 #[actix_web::test]
+#[ignore = "timing: run alone with `cargo test --test api -- --ignored`"]
 async fn an_instance_added_mid_sale_takes_its_share_without_a_refusal() {
     let db_url = fresh_database().await;
     let mut nodes = start_cluster(&db_url, 2, &[]).await;
