@@ -324,6 +324,11 @@ pub enum Command {
         /// The order's id (ord_…).
         order_id: String,
     },
+    /// Keep HAProxy's shard map (deploy/haproxy.cfg) in step with the cluster's shard
+    /// owners, so that requests naming a product in their path reach its owner
+    /// directly. Reads the owners from GET /api/v1/cluster with FLASHSALE_ADMIN_TOKEN;
+    /// runs until stopped (deploy/README.md, "Several instances behind HAProxy").
+    HaproxyMap(crate::cluster::haproxy_map::Args),
 }
 
 impl Settings {

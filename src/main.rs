@@ -23,6 +23,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Audit { order_id }) = &settings.command {
         return audit::run(&settings, order_id, &mut std::io::stdout()).await;
     }
+    if let Some(Command::HaproxyMap(args)) = &settings.command {
+        let Some(token) = &settings.admin_token else {
+            anyhow::bail!(
+                "haproxy-map reads the cluster as the operator: set FLASHSALE_ADMIN_TOKEN"
+            );
+        };
+        return flashsale::cluster::haproxy_map::run(token, args).await;
+    }
     let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
         let token = new_operator_token();
         println!("operator token (FLASHSALE_ADMIN_TOKEN was not set): {token}");

@@ -6,13 +6,14 @@
 //! may meet a stale view, so it is forwarded at most [`MAX_HOPS`] times (a misroute
 //! costs a hop, never a loop).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::{Cluster, Route};
+use super::{Cluster, Route, Ticket};
 use crate::http::errors::ApiError;
 use crate::metrics::CLUSTER_FORWARDS;
 
@@ -61,6 +62,22 @@ pub enum NotForwarded {
     Unreachable,
     /// Answer this.
     Failed(ApiError),
+}
+
+/// Where a request is served.
+pub enum Placed {
+    /// Here, under this ticket.
+    Here(Ticket),
+    /// By the owner at this URL.
+    Owner(Arc<str>),
+}
+
+/// How a request was served by [`Cluster::serve_elsewhere`].
+pub enum Served {
+    /// Serve it here, under this ticket.
+    Here(Ticket),
+    /// The owner's answer.
+    There(HttpResponse),
 }
 
 /// What a trusted forwarded request said about itself (request extension).
@@ -145,19 +162,17 @@ impl Cluster {
     /// Where a request about `product_id` goes, waiting (up to twice the lease, never
     /// past the request's deadline) while its shard moves between instances. `hops`:
     /// how often it was forwarded already; past [`MAX_HOPS`] it is served here or not
-    /// at all. `Ok(None)`: serve it here.
-    pub async fn place(
-        &self,
-        product_id: &str,
-        hops: u8,
-    ) -> Result<Option<std::sync::Arc<str>>, ApiError> {
+    /// at all.
+    pub async fn place(self: &Arc<Self>, product_id: &str, hops: u8) -> Result<Placed, ApiError> {
         let deadline = crate::actors::mailbox::Deadline::from_now();
         let patience = (Instant::now() + self.lease * 2).min(deadline.start_by);
         loop {
+            if let Some(ticket) = self.admit(product_id) {
+                return Ok(Placed::Here(ticket));
+            }
             match self.route(product_id) {
-                Route::Local(_) => return Ok(None),
-                Route::Forward(url) if hops < MAX_HOPS => return Ok(Some(url)),
-                Route::Forward(_) | Route::Unsettled => {}
+                Route::Forward(url) if hops < MAX_HOPS => return Ok(Placed::Owner(url)),
+                Route::Local(_) | Route::Forward(_) | Route::Unsettled => {}
             }
             if Instant::now() + SETTLE_POLL > patience {
                 return Err(ApiError::Unavailable);
@@ -167,28 +182,30 @@ impl Cluster {
     }
 
     /// Serves a request about `product_id` by its owner when that is another instance:
-    /// `Ok(Some(answer))`, or `Ok(None)` to serve it here. An owner found dead on the
-    /// way (connection refused) is evicted and the request placed again.
+    /// `Served::There(answer)`, or `Served::Here(ticket)` to serve it here. An owner
+    /// found dead on the way (connection refused) is evicted and the request placed
+    /// again.
     pub async fn serve_elsewhere(
-        &self,
+        self: &Arc<Self>,
         req: &HttpRequest,
         product_id: &str,
         body: Bytes,
         via: Option<&Via>,
         client_addr: Option<String>,
-    ) -> Result<Option<HttpResponse>, ApiError> {
+    ) -> Result<Served, ApiError> {
         // Bounded like `place`: twice the lease, never past the request's deadline.
         let until = (Instant::now() + self.lease * 2)
             .min(crate::actors::mailbox::Deadline::from_now().start_by);
         loop {
-            let Some(owner) = self.place(product_id, via.map_or(0, |v| v.hops)).await? else {
-                return Ok(None);
+            let owner = match self.place(product_id, via.map_or(0, |v| v.hops)).await? {
+                Placed::Here(ticket) => return Ok(Served::Here(ticket)),
+                Placed::Owner(owner) => owner,
             };
             match self
                 .forward(req, body.clone(), &owner, via, client_addr.clone())
                 .await
             {
-                Ok(answer) => return Ok(Some(answer)),
+                Ok(answer) => return Ok(Served::There(answer)),
                 Err(NotForwarded::Refused) => self.evict(&owner).await,
                 Err(NotForwarded::Unreachable) if Instant::now() < until => {
                     tokio::time::sleep(SETTLE_POLL * 5).await

@@ -12,6 +12,9 @@ use super::{Cluster, Slot};
 use crate::db::{self, Pool};
 use crate::metrics::{CLUSTER_LEASES, CLUSTER_SHARDS_OWNED};
 
+/// How often a handover looks whether the requests being served are answered.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
 /// What changed for this instance in a round.
 #[derive(Debug, Default)]
 pub struct Round {
@@ -55,13 +58,6 @@ impl Cluster {
             .collect();
         let held: BTreeSet<i32> = self.held_shards().into_iter().collect();
 
-        // Shards that belong elsewhere now: stop serving them here first (actors stop),
-        // then free them so that their new owner need not wait for the lease to lapse.
-        let give: Vec<i32> = held.difference(&wanted).copied().collect();
-        if !give.is_empty() {
-            self.drop_shards(&give, "released");
-            db::cluster::release(&**client, &self.id, &give).await?;
-        }
         let keep: Vec<i32> = held.intersection(&wanted).copied().collect();
         let renewed = db::cluster::renew(&**client, &self.id, &keep, lease_ms).await?;
         let until = began + self.lease;
@@ -80,6 +76,16 @@ impl Cluster {
         CLUSTER_LEASES
             .with_label_values(&["renewed"])
             .inc_by(renewed.len() as u64);
+        // Shards that belong elsewhere now (after the renewals, which the wait below must
+        // not delay): new requests wait for the new owner, those being served here
+        // finish, then the actors stop and the leases are freed, so that the new owner
+        // claims at once and loads state that holds every write made here.
+        let give: Vec<i32> = held.difference(&wanted).copied().collect();
+        if !give.is_empty() {
+            self.drain(&give).await;
+            self.drop_shards(&give, "released");
+            db::cluster::release(&**client, &self.id, &give).await?;
+        }
         let want: Vec<i32> = wanted
             .iter()
             .copied()
@@ -126,12 +132,31 @@ impl Cluster {
         })
     }
 
+    /// Marks `shards` as being handed over (no new request is served here) and waits
+    /// until the requests being served here are answered: at most a quarter lease, so
+    /// that the new owner is not kept waiting by a stuck one (whose write, if any, the
+    /// fence refuses once the new owner claims: a 503 that did nothing).
+    async fn drain(&self, shards: &[i32]) {
+        {
+            let mut view = self.view.write().expect("cluster view");
+            for &s in shards {
+                view.slots[s as usize].draining = true;
+            }
+        }
+        let until = Instant::now() + self.lease / 4;
+        while shards.iter().any(|&s| self.tickets_out(s as usize) > 0) && Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
     /// Forgets `shards` here and tells the actors (each stops if its shard is among them).
     fn drop_shards(&self, shards: &[i32], why: &str) {
         {
             let mut view = self.view.write().expect("cluster view");
             for &s in shards {
-                view.slots[s as usize].held = None;
+                let slot = &mut view.slots[s as usize];
+                slot.held = None;
+                slot.draining = false;
             }
         }
         CLUSTER_LEASES

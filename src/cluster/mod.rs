@@ -10,6 +10,7 @@
 //! stops itself.
 
 pub mod forward;
+pub mod haproxy_map;
 pub mod membership;
 pub mod notify;
 pub mod shards;
@@ -39,6 +40,9 @@ struct Slot {
     /// Held here at this epoch, and believed held until then (the renewal that set it
     /// began `lease` before; the database's lease ends later).
     held: Option<(i64, Instant)>,
+    /// Being handed over: still held (requests already served here finish under its
+    /// epoch), but new ones wait for the new owner (see [`Cluster::admit`]).
+    draining: bool,
     /// Held by another instance (its URL), as of the last round.
     elsewhere: Option<Arc<str>>,
 }
@@ -81,6 +85,30 @@ pub struct Cluster {
     pool: OnceLock<crate::db::Pool>,
     /// Wakes the membership loop for a round now (a peer was found dead).
     kick: tokio::sync::Notify,
+    /// Requests being served here, by shard: a shard is handed over once its count is
+    /// back to zero (their writes are committed or refused by then).
+    tickets: Vec<AtomicUsize>,
+}
+
+/// A request served here about a product of `shard`: while it lives, the shard is not
+/// released (bounded, see [`membership`]). Kept in the request's extensions, so it ends
+/// with the request, after its answer (a 201 is committed by then).
+pub struct Ticket {
+    cluster: Arc<Cluster>,
+    shard: usize,
+}
+
+impl Ticket {
+    /// Whether this ticket admits requests about `product_id`.
+    pub fn covers(&self, product_id: &str) -> bool {
+        self.shard == shard_of(product_id)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.cluster.tickets[self.shard].fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Cluster {
@@ -103,6 +131,7 @@ impl Cluster {
             health: OnceLock::new(),
             pool: OnceLock::new(),
             kick: tokio::sync::Notify::new(),
+            tickets: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
         })
     }
 
@@ -115,7 +144,9 @@ impl Cluster {
         let view = self.view.read().expect("cluster view");
         let slot = &view.slots[shard];
         match (&slot.held, &slot.elsewhere) {
-            (Some((epoch, until)), _) if Instant::now() < *until || !self.db_up() => {
+            (Some((epoch, until)), _)
+                if !slot.draining && (Instant::now() < *until || !self.db_up()) =>
+            {
                 Route::Local(Fence {
                     shard: shard as i32,
                     epoch: *epoch,
@@ -125,6 +156,25 @@ impl Cluster {
             (None, Some(url)) => Route::Forward(url.clone()),
             (None, None) => Route::Unsettled,
         }
+    }
+
+    /// A ticket to serve a request about `product_id` here, if its shard is held here
+    /// and not being handed over. Counted before the view is read, so that a handover
+    /// (which marks the shard draining, then waits for the count to fall to zero) either
+    /// sees this request or this request sees the handover.
+    pub fn admit(self: &Arc<Self>, product_id: &str) -> Option<Ticket> {
+        let shard = shard_of(product_id);
+        self.tickets[shard].fetch_add(1, Ordering::SeqCst);
+        let ticket = Ticket {
+            cluster: self.clone(),
+            shard,
+        };
+        matches!(self.route_shard(shard), Route::Local(_)).then_some(ticket)
+    }
+
+    /// Requests being served here about products of `shard`.
+    fn tickets_out(&self, shard: usize) -> usize {
+        self.tickets[shard].load(Ordering::SeqCst)
     }
 
     fn db_up(&self) -> bool {

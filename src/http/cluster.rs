@@ -1,5 +1,6 @@
-//! `GET /api/v1/cluster` (operator): the live instances of the cluster, from the
-//! database (each instance's last heartbeat), so that every instance answers the same.
+//! `GET /api/v1/cluster` (operator): the live instances of the cluster and who holds
+//! each shard, from the database (heartbeats and leases), so that every instance
+//! answers the same. `flashsale haproxy-map` reads the shards' owners from it.
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -22,14 +23,18 @@ pub struct Instance {
     products_owned: i64,
 }
 
-/// The live instances.
+/// The live instances, and each shard's owner.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     instances: Vec<Instance>,
+    /// One entry per shard (256, in order): the URL of the instance holding its lease
+    /// now, `null` while it moves. A product's shard is byte 1 (from 0) of the SHA-256
+    /// of its id (docs/ARCHITECTURE.md, "Cluster").
+    shards: Vec<Option<String>>,
 }
 
 /// The live instances of the cluster (operator only); an instance whose membership
-/// lapsed is not listed.
+/// lapsed is not listed. `shards`: each shard's owner now (`null` while it moves).
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "operations", security(("bearer" = [])),
     responses((status = 200, body = ClusterView), (status = 401), (status = 403),
         (status = 503, description = "unavailable: the database could not be asked; with Retry-After")))]
@@ -47,5 +52,11 @@ pub async fn cluster(state: web::Data<AppState>, caller: Caller) -> Result<HttpR
             products_owned: i64::from(m.products_owned),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(ClusterView { instances }))
+    let mut shards = vec![None; crate::cluster::SHARDS];
+    for lease in crate::db::cluster::leases(&**client).await? {
+        if let (true, Some(slot)) = (lease.valid, shards.get_mut(lease.shard as usize)) {
+            *slot = lease.owner_url;
+        }
+    }
+    Ok(HttpResponse::Ok().json(ClusterView { instances, shards }))
 }

@@ -219,7 +219,9 @@ pub fn buyer_addr(req: &actix_web::HttpRequest, state: &AppState) -> Option<Stri
 
 /// Sends a request about `product_id` on to the product's owner when that is another
 /// instance (see [`crate::cluster::forward`]): `Some(its answer)`, or `None` to serve
-/// it here. `body`: the request body as received (validated JSON, sent on as is).
+/// it here (the request then holds a [`crate::cluster::Ticket`] in its extensions, so
+/// that the product's shard is not handed over before it is answered). `body`: the
+/// request body as received (validated JSON, sent on as is).
 pub async fn forward_if_elsewhere(
     req: &actix_web::HttpRequest,
     state: &AppState,
@@ -227,7 +229,7 @@ pub async fn forward_if_elsewhere(
     body: Option<&serde_json::Value>,
 ) -> Result<Option<actix_web::HttpResponse>, ApiError> {
     // Here already (the common case): nothing to copy.
-    if state.actors.cluster().fence_of(product_id).is_some() {
+    if admit_here(req, state, product_id) {
         return Ok(None);
     }
     let bytes = body
@@ -243,10 +245,29 @@ pub async fn forward_raw_if_elsewhere(
     product_id: &str,
     body: &[u8],
 ) -> Result<Option<actix_web::HttpResponse>, ApiError> {
-    if state.actors.cluster().fence_of(product_id).is_some() {
+    if admit_here(req, state, product_id) {
         return Ok(None);
     }
     forward(req, state, product_id, web::Bytes::copy_from_slice(body)).await
+}
+
+/// Whether `req` may be served here about `product_id`: it holds a ticket for the
+/// product's shard already (placed by its path), or gets one now.
+fn admit_here(req: &actix_web::HttpRequest, state: &AppState, product_id: &str) -> bool {
+    if req
+        .extensions()
+        .get::<crate::cluster::Ticket>()
+        .is_some_and(|t| t.covers(product_id))
+    {
+        return true;
+    }
+    match state.actors.cluster().admit(product_id) {
+        Some(ticket) => {
+            req.extensions_mut().insert(ticket);
+            true
+        }
+        None => false,
+    }
 }
 
 async fn forward(
@@ -260,11 +281,18 @@ async fn forward(
         .get::<crate::cluster::forward::Via>()
         .cloned();
     let addr = buyer_addr(req, state);
-    state
+    let served = state
         .actors
         .cluster()
         .serve_elsewhere(req, product_id, body, via.as_ref(), addr)
-        .await
+        .await?;
+    match served {
+        crate::cluster::forward::Served::There(answer) => Ok(Some(answer)),
+        crate::cluster::forward::Served::Here(ticket) => {
+            req.extensions_mut().insert(ticket);
+            Ok(None)
+        }
+    }
 }
 
 /// Sends a message that changes nothing built around a reply channel and waits

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::errors::ApiError;
 use super::AppState;
-use crate::cluster::forward::Via;
+use crate::cluster::forward::{Served, Via};
 
 /// The product id a path names, if it is about one product.
 pub fn product_in_path(path: &str) -> Option<&str> {
@@ -36,8 +36,10 @@ pub async fn place(
     let Some(product_id) = product_in_path(req.path()).map(str::to_owned) else {
         return Ok((req, via));
     };
-    // Here (the common case): served without touching the body.
-    if cluster.fence_of(&product_id).is_some() {
+    // Here (the common case): served without touching the body, under a ticket that
+    // keeps the shard here until the request is answered.
+    if let Some(ticket) = cluster.admit(&product_id) {
+        req.extensions_mut().insert(ticket);
         return Ok((req, via));
     }
     let body = match read_body(&mut req, state.body_limit).await {
@@ -52,9 +54,10 @@ pub async fn place(
         .serve_elsewhere(req.request(), &product_id, body.clone(), via.as_ref(), addr)
         .await;
     match answer {
-        Ok(Some(answer)) => Err(req.into_response(answer)),
-        Ok(None) => {
+        Ok(Served::There(answer)) => Err(req.into_response(answer)),
+        Ok(Served::Here(ticket)) => {
             // Ours after all (the shard came here meanwhile): served here, body restored.
+            req.extensions_mut().insert(ticket);
             req.set_payload(actix_web::dev::Payload::from(body));
             Ok((req, via))
         }

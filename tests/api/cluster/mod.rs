@@ -1,10 +1,12 @@
 //! Several instances on one database: the real binary, three (or two) processes, real
-//! PostgreSQL, loopback. Stampedes straight at random instances, a kill -9 mid-drop, and
-//! a paused owner woken after another took over.
+//! PostgreSQL, loopback. Stampedes straight at random instances and through HAProxy, a
+//! kill -9 mid-drop, a paused owner woken after another took over, and an instance
+//! joining mid-sale.
 
 mod caches;
 mod failover;
 mod haproxy;
+mod join;
 mod limits;
 mod replica;
 mod stampede;
