@@ -143,9 +143,12 @@ impl StoreActor {
                 return true;
             }
             entry.actor = None;
-            let keep = !lost
-                && entry.published.has_snapshot()
-                && (idle.is_zero() || entry.published.idle_for() < idle);
+            let idled = !idle.is_zero() && entry.published.idle_for() >= idle;
+            let keep = !lost && !idled && entry.published.has_snapshot();
+            if idled && entry.published.has_snapshot() {
+                // A compacted product passivates here (its actor stopped already).
+                crate::metrics::PRODUCT_PASSIVATIONS.inc();
+            }
             if !keep {
                 entry.published.clear();
                 if entry.published.has_stock_gauges() {
