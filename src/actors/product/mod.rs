@@ -342,6 +342,9 @@ impl Actor for ProductActor {
         // Only the owner of the product's shard runs its actor; the state it loads is
         // read after its lease was claimed, so it holds every write of former owners.
         let Some(fence) = self.shared.cluster.held_fence(&self.product_id) else {
+            // Another instance holds the product now: a page an earlier actor left here
+            // may be stale.
+            self.published.clear();
             return ctx.stop();
         };
         self.fence = Some(fence);
@@ -439,6 +442,8 @@ impl ProductActor {
         };
         ctx.spawn(lost.into_actor(self).map(|_, act, ctx| {
             tracing::info!(product.id = %act.product_id, "shard lease gone; the product actor stops");
+            // Whatever it published (even while still loading) may be stale now.
+            act.published.clear();
             ctx.stop();
         }));
     }
