@@ -8,8 +8,8 @@ creates a store and N products (through the API, or with SEED=sql in one INSERT 
 psql on DB_URL, which is what makes N = 1,000,000 practical), reads each product page
 once over HTTP (a 503 `overloaded` is retried until the page is read), and prints VmRSS
 of the server: after the creates (baseline), right after the reads, and after the idle
-time (products passivated), with the cost per product, the extrapolation to 1,000,000
-products, and the peak (VmHWM) of the whole run.
+time (products compacted or passivated), with the cost per product, the extrapolation
+to 1,000,000 products, and the peak (VmHWM) of the whole run.
 """
 import http.client
 import json
@@ -116,18 +116,19 @@ def main():
           f"({retried} reads answered 503 first and were retried)")
     time.sleep(1)
     active = rss_kib()
-    print(f"waiting {IDLE:.0f} s for the idle products to passivate")
+    print(f"waiting {IDLE:.0f} s for the idle products to compact or passivate")
     time.sleep(IDLE)
     idle = rss_kib()
     status, metrics = call(connection(), "GET", "/metrics", OPERATOR)
     for line in metrics.decode().splitlines():
-        if line.startswith(("flashsale_product_actors ", "flashsale_product_passivations_total ")):
+        if line.startswith(("flashsale_product_actors ", "flashsale_product_passivations_total ",
+                            "flashsale_product_compactions_total ")):
             print(line)
 
     per_active = (active - base) * 1024 / N
     per_idle = (idle - base) * 1024 / N
     print(f"VmRSS baseline {base / 1024:.1f} MiB, right after the reads {active / 1024:.1f} MiB, "
-          f"after passivation {idle / 1024:.1f} MiB")
+          f"settled (compacted or passivated) {idle / 1024:.1f} MiB")
     print(f"per product: right after the reads {per_active:.0f} B, settled {per_idle:.0f} B")
     print(f"peak VmRSS of the run (VmHWM) {status_kib('VmHWM') / 1024:.1f} MiB")
     print(f"extrapolated to 1,000,000 products: right after the reads {base / 1024 + per_active * 1e6 / 2**20:.0f} MiB, "

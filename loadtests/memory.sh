@@ -6,12 +6,14 @@
 #
 # Starts the binary (FLASHSALE_BIN, default target/release/flashsale, else
 # target/debug/flashsale; it builds nothing) on 127.0.0.1:18283 with a fresh private
-# PostgreSQL in a temp dir and FLASHSALE_PRODUCT_IDLE_SECS=${IDLE_SECS:-15}, then runs
-# loadtests/memory.py: N products (default 20000) created, each read once, VmRSS before,
-# after the reads and after the idle products passivated, per product and extrapolated,
-# and the run's peak. SEED=sql creates the products with one INSERT through psql on the
-# private PostgreSQL (the reads still go over HTTP): the way to run N=1000000.
-# IDLE_SECS=0 never passivates: "after the reads" is then an activated idle product.
+# PostgreSQL in a temp dir, FLASHSALE_PRODUCT_IDLE_SECS=${IDLE_SECS:-15} and
+# FLASHSALE_PRODUCT_COMPACT_SECS=${COMPACT_SECS:-10}, then runs loadtests/memory.py: N
+# products (default 20000) created, each read once, VmRSS before, after the reads and
+# once the idle products compacted or passivated, per product and extrapolated, and the
+# run's peak. SEED=sql creates the products with one INSERT through psql on the private
+# PostgreSQL (the reads still go over HTTP): the way to run N=1000000.
+# IDLE_SECS=0 never passivates: "settled" is then an activated product left idle (its
+# actor compacted to its page and gate); with COMPACT_SECS=0 as well, its actor stays.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=loadtests/server.sh
@@ -20,13 +22,15 @@ ROOT=$(cd "$HERE/.." && pwd)
 N=${1:-20000}
 LISTEN=${MEM_LISTEN:-127.0.0.1:18283}
 IDLE_SECS=${IDLE_SECS:-15}
+COMPACT_SECS=${COMPACT_SECS:-10}
 BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
 [ -x "$BIN" ] || BIN=$ROOT/target/debug/flashsale
 [ -x "$BIN" ] || { echo "memory.sh: build flashsale first" >&2; exit 1; }
 DATA=$(mktemp -d /tmp/flashsale-mem-XXXXXX)
 OPERATOR="op_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 FLASHSALE_LISTEN=$LISTEN FLASHSALE_DATA_DIR=$DATA FLASHSALE_ADMIN_TOKEN=$OPERATOR \
-  FLASHSALE_SEED_DEMO=false FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS RUST_LOG=warn \
+  FLASHSALE_SEED_DEMO=false FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS \
+  FLASHSALE_PRODUCT_COMPACT_SECS=$COMPACT_SECS RUST_LOG=warn \
   "$BIN" >"$DATA/server.log" 2>&1 &
 PID=$!
 # As root the private PostgreSQL lives in a fallback folder named in the log (a
@@ -52,7 +56,9 @@ if [ "${SEED:-api}" = sql ]; then
   PGPORT=$(sed -n 4p "$PGROOT/pgdata/postmaster.pid")
   DB_URL="postgres://postgres:$(cat "$PGROOT/password")@127.0.0.1:$PGPORT/flashsale"
 fi
-echo "memory.sh: $BIN, N=$N, FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS, SEED=${SEED:-api}"
-# The idle time, the passivation check's interval and the catalog sweep, with margin.
-BASE="http://$LISTEN" OPERATOR=$OPERATOR PID=$PID DB_URL=$DB_URL SEED=${SEED:-api} IDLE_WAIT=$((IDLE_SECS * 2 + 10)) \
+echo "memory.sh: $BIN, N=$N, FLASHSALE_PRODUCT_IDLE_SECS=$IDLE_SECS, FLASHSALE_PRODUCT_COMPACT_SECS=$COMPACT_SECS, SEED=${SEED:-api}"
+# The idle (or compaction) time, the actors' check interval and the catalog sweep, with
+# margin.
+WAIT=$((IDLE_SECS > COMPACT_SECS ? IDLE_SECS : COMPACT_SECS))
+BASE="http://$LISTEN" OPERATOR=$OPERATOR PID=$PID DB_URL=$DB_URL SEED=${SEED:-api} IDLE_WAIT=$((WAIT * 2 + 10)) \
   python3 "$HERE/memory.py" "$N"

@@ -66,6 +66,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_IDEMPOTENCY_CACHE: u64 = 1_000_000;
 pub const DEFAULT_WARM_LEAD_SECS: u64 = 60;
 pub const DEFAULT_PRODUCT_IDLE_SECS: u64 = 60;
+pub const DEFAULT_PRODUCT_COMPACT_SECS: u64 = 10;
 pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 10_000;
 pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 4_000;
 pub const DEFAULT_DB_LOCK_TIMEOUT_MS: u64 = 3_500;
@@ -259,6 +260,13 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_PRODUCT_IDLE_SECS", default_value_t = DEFAULT_PRODUCT_IDLE_SECS)]
     pub product_idle_secs: u64,
 
+    /// Seconds after which an idle product actor (as above) stops but leaves its
+    /// published page and sold-out gate in memory: reads are still served from memory,
+    /// and only the next write or checkout loads it from PostgreSQL. At least twice the
+    /// work budget. 0: never (the actor stays until FLASHSALE_PRODUCT_IDLE_SECS).
+    #[arg(long, env = "FLASHSALE_PRODUCT_COMPACT_SECS", default_value_t = DEFAULT_PRODUCT_COMPACT_SECS)]
+    pub product_compact_secs: u64,
+
     /// Seconds between webhook delivery attempts, comma-separated; each is jittered by
     /// ±20 %, and after the last failed attempt the delivery is `failed`.
     #[arg(long, env = "FLASHSALE_WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_WEBHOOK_RETRY_SCHEDULE,
@@ -339,6 +347,15 @@ impl Settings {
             return Duration::ZERO;
         }
         Duration::from_secs(self.product_idle_secs).max(self.work_budget() * 2)
+    }
+
+    /// How long a product actor stays idle before it compacts (stops, leaving its page
+    /// and gate): the setting, never less than twice the work budget; zero: never.
+    pub fn product_compact(&self) -> Duration {
+        if self.product_compact_secs == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(self.product_compact_secs).max(self.work_budget() * 2)
     }
 
     /// How long membership and shard leases last without renewal (at least 0.2 s).

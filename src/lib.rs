@@ -25,7 +25,7 @@ pub mod metrics;
 pub mod startup;
 pub mod telemetry;
 
-/// The in-process caches (API keys, idempotency results, snapshots, gates, listings):
+/// The in-process caches (API keys, idempotency results, listings):
 /// moka, hashed with foldhash rather than SipHash. Every checkout and read hashes its
 /// keys several times; foldhash is several times faster and still seeded per process, so
 /// client-chosen keys (idempotency keys) cannot be aimed at one bucket.

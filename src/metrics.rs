@@ -17,6 +17,7 @@ pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "flashsale_idempotent_replays_total";
 pub const PRODUCT_LOADS_TOTAL: &str = "flashsale_product_loads_total";
 pub const DB_UP: &str = "flashsale_db_up";
 pub const PRODUCT_PASSIVATIONS_TOTAL: &str = "flashsale_product_passivations_total";
+pub const PRODUCT_COMPACTIONS_TOTAL: &str = "flashsale_product_compactions_total";
 pub const PRODUCT_ACTORS: &str = "flashsale_product_actors";
 pub const PRODUCT_LOOKUPS_TOTAL: &str = "flashsale_product_lookups_total";
 
@@ -29,6 +30,14 @@ pub static PRODUCT_ACTORS_GAUGE: LazyLock<prometheus::IntGauge> = LazyLock::new(
 pub static PRODUCT_PASSIVATIONS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     prometheus::register_int_counter!(PRODUCT_PASSIVATIONS_TOTAL, "Idle product actors passivated")
         .expect("metric")
+});
+/// Idle product actors stopped leaving only their published page and gate.
+pub static PRODUCT_COMPACTIONS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        PRODUCT_COMPACTIONS_TOTAL,
+        "Idle product actors compacted to their published page and gate"
+    )
+    .expect("metric")
 });
 pub const DEADLINE_DROPS_TOTAL: &str = "flashsale_deadline_drops_total";
 pub const OUTCOME_UNKNOWN_TOTAL: &str = "flashsale_outcome_unknown_total";
@@ -557,6 +566,7 @@ pub fn register_all() {
     LazyLock::force(&CACHE_LISTEN_RECONNECTS);
     LazyLock::force(&OVERSELL_GUARD);
     LazyLock::force(&PRODUCT_PASSIVATIONS);
+    LazyLock::force(&PRODUCT_COMPACTIONS);
     LazyLock::force(&PRODUCT_ACTORS_GAUGE);
     LazyLock::force(&DB_UP_GAUGE);
     LazyLock::force(&CHECKOUT_DURATION);

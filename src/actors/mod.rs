@@ -3,10 +3,11 @@
 //! - [`store::StoreActor`], one per store: creates its product actors on first use (after
 //!   looking the id up) and publishes the running ones (its [`Catalog`]), so that the
 //!   directory sends to a running product without a hop through the store.
-//! - [`product::ProductActor`], one per touched product: owns its stock, holds,
-//!   per-customer counts, a compact filter of its orders' idempotency keys and its rendered
-//!   snapshot. Every decision
-//!   about a product's stock is made in its mailbox, one message at a time.
+//! - [`product::ProductActor`], one per product in use: owns its stock, holds,
+//!   per-customer counts and a compact filter of its orders' idempotency keys, and
+//!   publishes its rendered page and sold-out gate ([`product::Published`]). Every
+//!   decision about a product's stock is made in its mailbox, one message at a time. An
+//!   idle one compacts: it stops, and its store's catalog keeps what it published.
 //! - [`writer::OrderWriter`], one: the write-behind batcher that makes orders durable.
 //! - [`dispatcher::Dispatcher`], one: delivers the outbox's events to webhook endpoints.
 //!
@@ -104,12 +105,6 @@ pub struct Shared {
     pub queue_secret: Vec<u8>,
     /// The database circuit breaker.
     pub health: Arc<crate::db::health::DbHealth>,
-    /// product id → its current rendered snapshot, published by its actor so that reads
-    /// need no mailbox; the actor removes it on every change, before it answers, and
-    /// when it stops. Not bounded by a capacity (whose eviction would let one store's
-    /// reads push out another's pages): bounded by the running actors, which passivate.
-    /// Only a product's own actor (of its own store) publishes or removes its entry.
-    pub snapshots: crate::Cache<String, Arc<product::Snapshot>>,
     /// `store \x1f product id` → an id that names no product of that store, for
     /// [`MISSING_TTL`]: an unknown id costs this entry, never a running actor (bounded).
     pub missing: crate::Cache<String, ()>,
@@ -117,11 +112,12 @@ pub struct Shared {
     /// [`crate::cluster::notify`]): a lookup that began before and found nothing may
     /// have raced that creation, so its "missing" is not remembered.
     pub creations: std::sync::atomic::AtomicU64,
-    /// How long a product actor stays idle before it passivates (see
-    /// `product::passivate`); zero: never.
+    /// How long a product stays idle before it passivates (see `product::passivate`);
+    /// zero: never.
     pub product_idle: std::time::Duration,
-    /// product id → the gate its actor publishes (see [`product::Gate`]).
-    pub gates: crate::Cache<String, Arc<product::Gate>>,
+    /// How long a product actor stays idle before it compacts (stops, leaving its
+    /// page and gate in the catalog); zero: never.
+    pub product_compact: std::time::Duration,
     /// Existence lookups of ids with no running actor, in flight at once (all stores):
     /// taken with `try_acquire`, so a flood of unknown ids is shed with 503 `overloaded`
     /// at once instead of queueing for the pool (and tripping the breaker for others).
@@ -142,11 +138,22 @@ impl Shared {
     }
 }
 
-/// The product actors one store has running, by product id: published by the store's
-/// actor, its only writer, so that a message for a running product goes straight to
-/// its mailbox (see [`Actors::to_product`]). Only ids the store found to be its own
-/// products are ever in it: a product actor is still started by its store alone.
-pub type Catalog = RwLock<HashMap<String, Mailbox<product::ProductActor>>>;
+/// The products one store has in memory, by product id: kept by the store's actor, its
+/// only writer. Only ids the store found to be its own products are ever in it: a
+/// product actor is still started by its store alone. One entry a product holds
+/// everything the HTTP workers need without a mailbox: its page and gate (so they are
+/// found by store and product, and no other store's key reaches them), and the mailbox
+/// of its actor while it runs, so that a message goes straight there (see
+/// [`Actors::to_product`]).
+pub type Catalog = RwLock<HashMap<Box<str>, CatalogEntry>>;
+
+/// A product of a store's [`Catalog`].
+pub struct CatalogEntry {
+    /// Shared with its actor, and kept when that compacts.
+    pub published: Arc<product::Published>,
+    /// Its actor, while one runs (boxed: most entries are of compacted products).
+    pub actor: Option<Box<Mailbox<product::ProductActor>>>,
+}
 
 /// A store in the directory: its actor and the catalog it publishes.
 struct StoreEntry {
@@ -207,14 +214,13 @@ impl Actors {
                 .clone()
                 .map(String::into_bytes)
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()),
-            gates: moka::sync::Cache::builder().build_with_hasher(Default::default()),
-            snapshots: moka::sync::Cache::builder().build_with_hasher(Default::default()),
             missing: moka::sync::Cache::builder()
                 .max_capacity(MISSING_CAPACITY)
                 .time_to_live(MISSING_TTL)
                 .build_with_hasher(Default::default()),
             creations: std::sync::atomic::AtomicU64::new(0),
             product_idle: settings.product_idle(),
+            product_compact: settings.product_compact(),
             lookups: Arc::new(tokio::sync::Semaphore::new(lookup_permits(settings))),
             lookups_per_store: (lookup_permits(settings) / 2).max(1),
             cluster,
@@ -332,14 +338,29 @@ impl Actors {
         self.shared.missing.invalidate_all();
     }
 
-    /// The published snapshot of a product, if its actor has one current.
-    pub fn snapshot(&self, product_id: &str) -> Option<Arc<product::Snapshot>> {
-        self.shared.snapshots.get(product_id)
+    /// What `store_id`'s product publishes, if the store has it in memory, looked at
+    /// under the catalog's read lock (nothing copied but what `look` returns).
+    fn with_published<T>(
+        &self,
+        store_id: &str,
+        product_id: &str,
+        look: impl FnOnce(&product::Published) -> Option<T>,
+    ) -> Option<T> {
+        let stores = self.stores.read().expect("store directory");
+        let catalog = stores.get(store_id)?.catalog.read().expect("catalog");
+        look(&catalog.get(product_id)?.published)
     }
 
-    /// The sold-out gate of a product whose actor is running, if any.
-    pub fn gate(&self, product_id: &str) -> Option<Arc<product::Gate>> {
-        self.shared.gates.get(product_id)
+    /// The current published page of the store's product, if it has one in memory (a
+    /// read of it marks the product in use).
+    pub fn snapshot(&self, store_id: &str, product_id: &str) -> Option<product::Snapshot> {
+        self.with_published(store_id, product_id, product::Published::current_snapshot)
+    }
+
+    /// Whether the store's product's sold-out gate refuses a checkout with `key` now.
+    pub fn gate_refuses(&self, store_id: &str, product_id: &str, key: &str) -> bool {
+        self.with_published(store_id, product_id, |p| Some(p.gate().refuses(key)))
+            .unwrap_or(false)
     }
 
     fn store(&self, store_id: &str) -> Mailbox<StoreActor> {
@@ -402,7 +423,7 @@ impl Actors {
             return Some(msg);
         };
         let catalog = entry.catalog.read().expect("catalog");
-        let Some(product) = catalog.get(product_id) else {
+        let Some(product) = catalog.get(product_id).and_then(|e| e.actor.as_ref()) else {
             return Some(msg);
         };
         match product.send(msg, deadline) {

@@ -6,6 +6,13 @@
 //! products (off its mailbox: the lookup runs beside it, and the messages for that id
 //! wait in [`StoreActor::pending`] meanwhile), so an unknown id costs an entry in the
 //! bounded negative cache ([`Shared::missing`]), never an actor.
+//!
+//! The store's [`Catalog`] keeps each product in memory: its published page and gate,
+//! and its actor while it runs. An idle actor compacts (stops, leaving its page and
+//! gate); the store's sweep forgets a product once it is idle for the passivation time,
+//! or its shard's lease is gone, so the catalog holds only products in use.
+//!
+//! [`Catalog`]: super::Catalog
 
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
@@ -15,8 +22,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::mailbox::{Deadline, Letter, Mail, Mailbox, Refused};
-use super::product::{ProductActor, ProductMsg};
-use super::{Failure, Shared};
+use super::product::{ProductActor, ProductMsg, Published};
+use super::{CatalogEntry, Failure, Shared};
 use crate::telemetry::SPAN_STORE;
 
 /// A message for one of the store's products.
@@ -40,11 +47,9 @@ impl Letter for ToProduct {
 pub struct StoreActor {
     store_id: String,
     shared: Arc<Shared>,
-    /// product id → its actor, for every product of this store touched so far.
-    catalog: HashMap<String, Mailbox<ProductActor>>,
-    /// The running ones of `catalog`, published for the directory (see
-    /// [`super::Catalog`]); only this actor writes it.
-    published: Arc<super::Catalog>,
+    /// The products in memory, shared with the directory (see [`super::Catalog`]); only
+    /// this actor writes it.
+    catalog: Arc<super::Catalog>,
     /// product id → the messages waiting for its existence lookup (one lookup per id,
     /// shared by every miss on it that arrives meanwhile).
     pending: HashMap<String, Vec<(ProductMsg, Deadline)>>,
@@ -57,12 +62,11 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(store_id: String, shared: Arc<Shared>, published: Arc<super::Catalog>) -> Self {
+    pub fn new(store_id: String, shared: Arc<Shared>, catalog: Arc<super::Catalog>) -> Self {
         StoreActor {
             store_id,
             shared,
-            catalog: HashMap::new(),
-            published,
+            catalog,
             pending: HashMap::new(),
             queued: VecDeque::new(),
             looking: 0,
@@ -73,29 +77,110 @@ impl StoreActor {
     /// The product's actor, started (on the next arbiter) if it is not running.
     /// `warm`: started ahead of a drop, not by a request (counted apart: a request that
     /// has to start its product's actor is a cold read).
+    /// A compacted product keeps its catalog entry (and what it published) for the new
+    /// actor.
     fn product(&mut self, product_id: &str, warm: bool) -> Mailbox<ProductActor> {
-        if let Some(addr) = self.catalog.get(product_id) {
-            if addr.connected() {
-                return addr.clone();
+        let published = {
+            let catalog = self.catalog.read().expect("catalog");
+            match catalog.get(product_id) {
+                Some(CatalogEntry {
+                    actor: Some(mailbox),
+                    ..
+                }) if mailbox.connected() => return (**mailbox).clone(),
+                Some(entry) => Some(entry.published.clone()),
+                None => None,
             }
-        }
+        };
         let cause = if warm { "warm" } else { "request" };
         crate::metrics::PRODUCT_LOADS
             .with_label_values(&[cause])
             .inc();
+        let published = published.unwrap_or_else(|| Arc::new(Published::new(product_id)));
         let actor = ProductActor::new(
             product_id.to_owned(),
             self.store_id.clone(),
             self.shared.clone(),
+            published.clone(),
         );
         let addr = ProductActor::start_in_arbiter(self.shared.next_arbiter(), |_| actor);
         let mailbox = Mailbox::new(addr, self.shared.mailbox_capacity, "product");
-        self.catalog.insert(product_id.to_owned(), mailbox.clone());
-        self.published
+        let entry = CatalogEntry {
+            published,
+            actor: Some(Box::new(mailbox.clone())),
+        };
+        self.catalog
             .write()
             .expect("catalog")
-            .insert(product_id.to_owned(), mailbox.clone());
+            .insert(product_id.into(), entry);
         mailbox
+    }
+
+    /// Whether the product is one of this store's in memory: its actor runs, or it
+    /// compacted and its page is still published.
+    fn knows(&self, product_id: &str) -> bool {
+        let catalog = self.catalog.read().expect("catalog");
+        catalog.get(product_id).is_some_and(|e| {
+            e.actor.as_ref().is_some_and(|m| m.connected()) || e.published.has_snapshot()
+        })
+    }
+
+    /// Drops the entries of products no longer in memory: stopped actors that left no
+    /// page (passivated, failed, an unknown id's), compacted ones idle for the
+    /// passivation time, and (`leases`) those whose shard lease this instance lost
+    /// since they were rendered.
+    fn sweep(&mut self, leases: bool) {
+        let idle = self.shared.product_idle;
+        let cluster = &self.shared.cluster;
+        let mut catalog = self.catalog.write().expect("catalog");
+        let mut forgotten = Vec::new();
+        catalog.retain(|id, entry| {
+            let lost = leases
+                && entry
+                    .published
+                    .fence()
+                    .is_some_and(|fence| !cluster.holds(fence));
+            if entry.actor.as_ref().is_some_and(|m| m.connected()) {
+                // A running actor stops itself when its lease goes.
+                return true;
+            }
+            entry.actor = None;
+            let idled = !idle.is_zero() && entry.published.idle_for() >= idle;
+            let keep = !lost && !idled && entry.published.has_snapshot();
+            if idled && entry.published.has_snapshot() {
+                // A compacted product passivates here (its actor stopped already).
+                crate::metrics::PRODUCT_PASSIVATIONS.inc();
+            }
+            if !keep {
+                entry.published.clear();
+                if entry.published.has_stock_gauges() {
+                    forgotten.push(id.clone());
+                }
+            }
+            keep
+        });
+        if catalog.capacity() > 2 * catalog.len() + 64 {
+            catalog.shrink_to_fit();
+        }
+        drop(catalog);
+        for id in forgotten {
+            super::product::release_stock_series(&self.shared, &id);
+        }
+    }
+
+    /// Forgets the compacted products of shards this instance no longer holds, as soon
+    /// as it loses one (their pages may be stale: another instance sells them now).
+    fn watch_leases(&mut self, ctx: &mut Context<Self>) {
+        let mut losses = self.shared.cluster.watch();
+        let lost = async move {
+            let changed = losses.changed().await.is_ok();
+            changed.then_some(losses)
+        };
+        ctx.spawn(lost.into_actor(self).map(|losses, act, ctx| {
+            if losses.is_some() {
+                act.sweep(true);
+                act.watch_leases(ctx);
+            }
+        }));
     }
 }
 
@@ -105,25 +190,16 @@ const LOOKUP_QUEUE: usize = 256;
 /// When other stores hold every lookup, how soon a store with ids waiting looks again.
 const LOOKUP_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// How often the catalog drops the entries of product actors that stopped (passivated,
-/// or an unknown id's), so that it holds only running ones.
+/// How often the catalog drops the entries of products no longer in memory (see
+/// [`StoreActor::sweep`]): one sweep a store, no timer a product.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Actor for StoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SWEEP_EVERY, |act, _| {
-            act.catalog.retain(|_, mailbox| mailbox.connected());
-            if act.catalog.capacity() > 2 * act.catalog.len() + 64 {
-                act.catalog.shrink_to_fit();
-            }
-            let mut published = act.published.write().expect("catalog");
-            published.retain(|_, mailbox| mailbox.connected());
-            if published.capacity() > 2 * published.len() + 64 {
-                published.shrink_to_fit();
-            }
-        });
+        ctx.run_interval(SWEEP_EVERY, |act, _| act.sweep(true));
+        self.watch_leases(ctx);
     }
 }
 
@@ -144,9 +220,7 @@ impl Handler<Mail<ToProduct>> for StoreActor {
             msg.set_span(span.clone());
         }
         // A warm-up names a product the database just listed for this store: no lookup.
-        if matches!(msg, ProductMsg::Warm)
-            || self.catalog.get(&product_id).is_some_and(|m| m.connected())
-        {
+        if matches!(msg, ProductMsg::Warm) || self.knows(&product_id) {
             return self.deliver(&product_id, msg, deadline);
         }
         // An id this store already found to name nothing: 404 from memory, no actor.
@@ -172,8 +246,10 @@ impl StoreActor {
                 Ok(()) => return,
                 Err(Refused::Full(m)) => return m.fail(Failure::Overloaded),
                 Err(Refused::Closed(m)) => {
-                    self.catalog.remove(product_id);
-                    self.published.write().expect("catalog").remove(product_id);
+                    if let Some(entry) = self.catalog.write().expect("catalog").get_mut(product_id)
+                    {
+                        entry.actor = None;
+                    }
                     msg = m;
                 }
             }

@@ -270,13 +270,14 @@ async fn place_order(
     // The sold-out fast path: refused without a mailbox, the database, a copy or a
     // hash. A key the product has an order for is let through, to be replayed. Like
     // every refusal it binds nothing: after a restock the same key may buy.
-    if let Some(gate) = state.actors.gate(fields.product_id) {
-        if gate.store_id == grant.store_id && gate.refuses(key) {
-            return Ok(Served {
-                response: sold_out(),
-                outcome: "sold_out",
-            });
-        }
+    if state
+        .actors
+        .gate_refuses(&grant.store_id, fields.product_id, key)
+    {
+        return Ok(Served {
+            response: sold_out(),
+            outcome: "sold_out",
+        });
     }
     // The circuit breaker: with the database away, a new order cannot commit; fail fast
     // rather than queue. A replay this process keeps in memory needs no database.

@@ -113,3 +113,125 @@ async fn passivated_products_replay_keys_and_hold_limits_under_concurrency() {
     let (total, available, held, live) = stock_from_db(&db, &product).await;
     assert_eq!((total, available, held, live), (100, 78, 22, 22));
 }
+
+/// A product left idle compacts: its actor stops, and only its published page and
+/// sold-out gate stay. Its reads are still served from memory (the database is not
+/// asked: a change made behind the server's back is not seen), and the next checkout
+/// loads it again from PostgreSQL, after which keys replay, the per-customer limit
+/// holds, the gate refuses once sold out (compacted again), and the database agrees.
+#[actix_web::test]
+async fn a_compacted_product_serves_reads_from_memory_and_sells_after_reloading() {
+    let app = spawn_app_with(|s| {
+        // Compaction after at least twice the work budget (most of the deadline): ~6 s
+        // (a deadline long enough for a reload on a busy machine); never passivated, so
+        // what compacted stays.
+        s.product_compact_secs = 1;
+        s.product_idle_secs = 0;
+        s.request_deadline_ms = 4000;
+        s.idempotency_cache = 0;
+    })
+    .await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product(&store, 3, json!({"max_per_customer": 1}))
+        .await;
+    let path = format!("/api/v1/products/{product}");
+    let zoe = checkout_body(&product, 1, "zoe");
+    let first = app.checkout(&store.storefront, "c1", &zoe).await;
+    assert_eq!(first.status(), 201);
+    let original = first.bytes().await.unwrap();
+    let page = app.get(&path, &store.storefront).await;
+    let etag = page.headers()["etag"].clone();
+    let page: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(page["stock_available"], 2);
+
+    // Idle past the compaction time; then the name changes behind the server's back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let db = app.db().await;
+    db.execute(
+        "UPDATE products SET name = 'renamed behind its back' WHERE id = $1",
+        &[&product],
+    )
+    .await
+    .unwrap();
+    let served = app.get(&path, &store.storefront).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["etag"],
+        etag,
+        "not the page kept in memory"
+    );
+    let served: serde_json::Value = served.json().await.unwrap();
+    assert_eq!(
+        served["name"], page["name"],
+        "the compacted page was reloaded"
+    );
+    let stock = app.get(&format!("{path}/stock"), &store.storefront).await;
+    let stock: serde_json::Value = stock.json().await.unwrap();
+    assert_eq!(
+        (stock["stock_available"].as_i64(), stock["status"].as_str()),
+        (Some(2), Some("live"))
+    );
+
+    // Checkouts start the actor again from the database: replays and zoe over her
+    // limit, all at once; then four others for the last two units, all at once.
+    let (front, zoe) = (&store.storefront, &zoe);
+    let replays = join_all((0..5).map(|_| app.checkout(front, "c1", zoe)));
+    let over = app.checkout(front, "c2", zoe);
+    let (replays, over) = futures_util::join!(replays, over);
+    let others = join_all((0..4).map(|i| {
+        let (key, body) = (
+            format!("o{i}"),
+            checkout_body(&product, 1, &format!("other{i}")),
+        );
+        let app = &app;
+        async move { app.checkout(front, &key, &body).await }
+    }))
+    .await;
+    for r in replays {
+        assert_eq!(r.status(), 201, "a replay after compaction");
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        assert_eq!(r.bytes().await.unwrap(), original, "not the original 201");
+    }
+    assert_eq!(over.status(), 409);
+    let over: serde_json::Value = over.json().await.unwrap();
+    assert_eq!(over["code"], "customer_limit_exceeded", "{over}");
+    let sold = others.iter().filter(|r| r.status() == 201).count();
+    assert_eq!(sold, 2, "the last two units, to two of the four");
+    let page: serde_json::Value = app
+        .get(&path, &store.storefront)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["name"], "renamed behind its back",
+        "not reloaded for the checkout"
+    );
+    assert_eq!(page["stock_available"], 0);
+
+    // Sold out and compacted again: the gate still refuses a new key as sold out, and
+    // the first key still replays its 201.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let new = app
+        .checkout(front, "c3", &checkout_body(&product, 1, "late"))
+        .await;
+    assert_eq!(new.status(), 409);
+    let new: serde_json::Value = new.json().await.unwrap();
+    assert_eq!(new["code"], "sold_out");
+    let replay = app.checkout(front, "c1", zoe).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.bytes().await.unwrap(), original);
+
+    let (total, available, held, live) = stock_from_db(&db, &product).await;
+    assert_eq!((total, available, held, live), (3, 0, 3, 3));
+    let zoes: i64 = db
+        .query_one(
+            "SELECT count(*) FROM orders WHERE product_id = $1 AND customer_id = 'zoe'",
+            &[&product],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(zoes, 1);
+}

@@ -11,22 +11,15 @@ use super::Loaded;
 /// sold out, the filter of its orders' keys (see [`super::keys`]); a checkout with a key
 /// the filter has definitely not seen is refused by the HTTP worker without entering
 /// this actor's mailbox (or touching the database); a "maybe" goes on, to be replayed.
-/// Only the actor writes it.
-#[derive(Debug)]
+/// Only the actor writes it. It is part of the product's [`super::Published`], found
+/// through its own store's catalog (so only that store's keys ever consult it).
+#[derive(Debug, Default)]
 pub struct Gate {
-    pub store_id: String,
     /// `None`: on sale; `Some(None)`: sold out, no order has a key.
     sold_out_keys: RwLock<Option<Option<Arc<GrowableBloom>>>>,
 }
 
 impl Gate {
-    pub(super) fn new(store_id: String) -> Self {
-        Gate {
-            store_id,
-            sold_out_keys: RwLock::new(None),
-        }
-    }
-
     /// Whether a checkout with `key` is refused as sold out right now. A key the product
     /// already has an order for is not: it goes on to be replayed.
     pub fn refuses(&self, key: &str) -> bool {
@@ -38,7 +31,7 @@ impl Gate {
         }
     }
 
-    fn set(&self, keys: Option<Option<Arc<GrowableBloom>>>) {
+    pub(super) fn set(&self, keys: Option<Option<Arc<GrowableBloom>>>) {
         *self
             .sold_out_keys
             .write()
@@ -52,7 +45,9 @@ impl Loaded {
         let sold_out = self.ledger.available() == 0;
         if sold_out != self.gate_closed {
             self.gate_closed = sold_out;
-            self.gate.set(sold_out.then(|| self.keys.filter()));
+            self.published
+                .gate()
+                .set(sold_out.then(|| self.keys.filter()));
         }
     }
 }

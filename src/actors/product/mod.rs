@@ -16,6 +16,9 @@
 //! - [`holds`]: payment holds, confirm, cancel and expiry;
 //! - [`gate`]: the sold-out gate published for the HTTP workers;
 //! - [`snapshot`]: the rendered representation published for reads;
+//! - [`published`]: what the product publishes (page, gate, use), which outlives an
+//!   idle actor that compacts;
+//! - [`passivate`]: when an idle actor compacts or passivates;
 //! - [`queue`]: the drop's waiting room.
 
 mod admin;
@@ -24,6 +27,7 @@ mod gate;
 mod holds;
 mod keys;
 mod passivate;
+mod published;
 mod queue;
 mod snapshot;
 
@@ -46,6 +50,7 @@ use crate::domain::waiting_room::Queue;
 pub use gate::Gate;
 use holds::Holds;
 use keys::Keys;
+pub use published::{release_stock_series, Published};
 pub use queue::QueueAnswer;
 pub use snapshot::Snapshot;
 
@@ -76,11 +81,11 @@ pub struct CheckoutCommand {
 }
 
 pub type CheckoutReply = oneshot::Sender<Result<Checkout, Failure>>;
-pub type SnapshotReply = oneshot::Sender<Result<Arc<Snapshot>, Failure>>;
+pub type SnapshotReply = oneshot::Sender<Result<Snapshot, Failure>>;
 pub type LifecycleReply = oneshot::Sender<Result<Lifecycle, Failure>>;
 pub type QueueReply = oneshot::Sender<Result<Option<QueueAnswer>, Failure>>;
 
-pub type PatchReply = oneshot::Sender<Result<Arc<Snapshot>, PatchFailure>>;
+pub type PatchReply = oneshot::Sender<Result<Snapshot, PatchFailure>>;
 
 /// Why a PATCH did not apply.
 #[derive(Debug)]
@@ -231,22 +236,18 @@ struct Loaded {
     ledger: Ledger,
     /// The idempotency keys of this product's orders, compactly (see [`keys`]).
     keys: Keys,
-    snapshot: Option<Arc<Snapshot>>,
-    /// Published for the HTTP workers; see [`Gate`].
-    gate: Arc<Gate>,
-    /// Whether `gate` says sold out.
+    /// Whether the published gate says sold out.
     gate_closed: bool,
     /// Payment holds: reserved orders, each with its expiry timer.
     holds: Holds,
-    /// Where the current snapshot is published for readers, and whether it is there now.
-    published: crate::Cache<String, Arc<Snapshot>>,
-    is_published: bool,
-    /// The drop's waiting room (in memory: a restart empties it).
-    queue: Queue,
+    /// Where the page, the gate and the stock gauges are published for the HTTP
+    /// workers (the page only there: rendered once per change, kept once).
+    published: Arc<Published>,
     /// (available, total) gauges, for the first products loaded (bounded cardinality).
     stock_gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
-    /// The actor's use, shared with its snapshots (see [`passivate`]).
-    activity: Arc<passivate::Activity>,
+    /// The drop's waiting room (in memory: a restart empties it), made when the first
+    /// buyer joins: most products have none.
+    queue: Option<Box<Queue>>,
 }
 
 enum State {
@@ -263,32 +264,40 @@ pub struct ProductActor {
     state: State,
     /// While reloading after a failure, the pause before the next try.
     reload_pause: Option<Duration>,
-    /// When it was last used (messages here, reads of its snapshots elsewhere).
-    activity: Arc<passivate::Activity>,
+    /// What it publishes, with its use (messages here, reads of its page elsewhere);
+    /// its store's catalog keeps it too.
+    published: Arc<Published>,
     /// The shard lease it runs under (set when started by the shard's owner).
     fence: Option<crate::db::cluster::Fence>,
+    /// It stops compacted: what it published stays (see [`passivate`]).
+    compacted: bool,
 }
 
 impl ProductActor {
-    pub fn new(product_id: String, store_id: String, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        product_id: String,
+        store_id: String,
+        shared: Arc<Shared>,
+        published: Arc<Published>,
+    ) -> Self {
         ProductActor {
             product_id,
             store_id,
             shared,
             state: State::Loading,
             reload_pause: None,
-            activity: Arc::default(),
+            published,
             fence: None,
+            compacted: false,
         }
     }
 }
 
 async fn load_product(
     pool: db::Pool,
-    snapshots: crate::Cache<String, Arc<Snapshot>>,
+    published: Arc<Published>,
     store_id: String,
     product_id: String,
-    activity: Arc<passivate::Activity>,
     key_horizon: Duration,
     fence: crate::db::cluster::Fence,
 ) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
@@ -299,29 +308,29 @@ async fn load_product(
     let held = db::products::held_by_customer(&**client, &product_id).await?;
     let stored = db::products::idempotency_keys(&**client, &product_id).await?;
     let keys = Keys::from_db(stored.iter().map(String::as_str), key_horizon);
-    let published = snapshots;
     let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
     let held = held
         .iter()
         .map(|(customer, units)| (customer.as_str(), *units));
     let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
-    let gate = Arc::new(Gate::new(store_id));
     let mut loaded = Loaded {
         fence,
         product,
         ledger,
         keys,
-        snapshot: None,
-        gate,
         gate_closed: false,
         holds: Holds::default(),
+        queue: None,
         stock_gauges: None,
-        queue: Queue::default(),
         published,
-        is_published: false,
-        activity,
     };
+    // Whatever an earlier activation published is replaced by what the database says
+    // now (under this lease): the gate from open, the page rendered again.
+    loaded.published.gate().set(None);
     loaded.publish_gate();
+    loaded.published.set_fence(fence);
+    loaded.published.set_snapshot(None);
+    loaded.snapshot(Utc::now());
     Ok(Some((loaded, reserved)))
 }
 
@@ -333,6 +342,9 @@ impl Actor for ProductActor {
         // Only the owner of the product's shard runs its actor; the state it loads is
         // read after its lease was claimed, so it holds every write of former owners.
         let Some(fence) = self.shared.cluster.held_fence(&self.product_id) else {
+            // Another instance holds the product now: a page an earlier actor left here
+            // may be stale.
+            self.published.clear();
             return ctx.stop();
         };
         self.fence = Some(fence);
@@ -358,10 +370,9 @@ impl ProductActor {
         };
         let load = load_product(
             self.shared.pool.clone(),
-            self.shared.snapshots.clone(),
+            self.published.clone(),
             self.store_id.clone(),
             self.product_id.clone(),
-            self.activity.clone(),
             // Every write the actor starts is over by then (answered by its deadline,
             // or resolved within the work budget after it).
             super::mailbox::request_deadline() + 2 * self.shared.work_budget,
@@ -377,25 +388,7 @@ impl ProductActor {
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
             Ok(Some((mut loaded, reserved))) => {
                 act.reload_pause = None;
-                let series = act
-                    .shared
-                    .stock_series
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if series < crate::metrics::MAX_STOCK_SERIES {
-                    let id = [act.product_id.as_str()];
-                    loaded.stock_gauges = Some((
-                        crate::metrics::STOCK_AVAILABLE.with_label_values(&id),
-                        crate::metrics::STOCK_TOTAL.with_label_values(&id),
-                    ));
-                    loaded.publish_stock();
-                } else {
-                    act.shared
-                        .stock_series
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                act.shared
-                    .gates
-                    .insert(act.product_id.clone(), loaded.gate.clone());
+                act.export_stock(&mut loaded);
                 act.state = State::Ready(Box::new(loaded));
                 // Holds that lapsed while nobody watched are released at once.
                 for hold in reserved {
@@ -422,6 +415,19 @@ impl ProductActor {
         }));
     }
 
+    /// Gives the product stock gauges if it has none and the series are not all taken
+    /// (they stay with its catalog entry, which releases them).
+    fn export_stock(&self, loaded: &mut Loaded) {
+        if loaded.published.export_stock(&self.shared) {
+            let id = [self.product_id.as_str()];
+            loaded.stock_gauges = Some((
+                crate::metrics::STOCK_AVAILABLE.with_label_values(&id),
+                crate::metrics::STOCK_TOTAL.with_label_values(&id),
+            ));
+            loaded.publish_stock();
+        }
+    }
+
     /// Stops the actor at once when its shard's lease is lost or given up (whatever is
     /// in flight under the old epoch is refused by the fence in the database).
     fn watch_lease(&mut self, fence: crate::db::cluster::Fence, ctx: &mut Context<Self>) {
@@ -436,24 +442,18 @@ impl ProductActor {
         };
         ctx.spawn(lost.into_actor(self).map(|_, act, ctx| {
             tracing::info!(product.id = %act.product_id, "shard lease gone; the product actor stops");
+            // Whatever it published (even while still loading) may be stale now.
+            act.published.clear();
             ctx.stop();
         }));
     }
 
-    /// Forgets the loaded state and everything published from it. Only an actor that
-    /// loaded its product (its own store's) published anything: the actor of an id
-    /// another store asked for must not touch the owner's gate or page.
+    /// Forgets the loaded state and, unless the actor compacted, everything published
+    /// from it (its catalog entry, now empty, is dropped by the store's next sweep).
+    /// Only an actor that loaded its product published anything.
     fn unload(&mut self) {
-        if let State::Ready(loaded) = &self.state {
-            self.shared.gates.invalidate(&self.product_id);
-            self.shared.snapshots.invalidate(&self.product_id);
-            if loaded.stock_gauges.is_some() {
-                let _ = crate::metrics::STOCK_AVAILABLE.remove_label_values(&[&self.product_id]);
-                let _ = crate::metrics::STOCK_TOTAL.remove_label_values(&[&self.product_id]);
-                self.shared
-                    .stock_series
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        if matches!(self.state, State::Ready(_)) && !self.compacted {
+            self.published.clear();
         }
     }
 
@@ -479,7 +479,7 @@ impl Handler<Mail<ProductMsg>> for ProductActor {
         let Some((msg, deadline)) = mail.open() else {
             return;
         };
-        self.activity.touch();
+        self.published.activity().touch();
         let loaded = match &mut self.state {
             State::Ready(loaded) => loaded,
             State::Missing => return msg.fail(Failure::NotFound),
@@ -542,11 +542,7 @@ impl Loaded {
     /// Stock changed: the snapshot must be rendered again, the gate perhaps moved.
     pub(super) fn touch(&mut self, now: DateTime<Utc>) {
         self.product.updated_at = now;
-        self.snapshot = None;
-        if self.is_published {
-            self.published.invalidate(&self.product.id);
-            self.is_published = false;
-        }
+        self.published.set_snapshot(None);
         self.publish_gate();
         self.publish_stock();
     }

@@ -2,6 +2,13 @@
 //! `FLASHSALE_PRODUCT_IDLE_SECS` stops and gives back its memory; the next message for
 //! the product starts it again from PostgreSQL, which holds everything it knew.
 //!
+//! Compaction comes first: idle for `FLASHSALE_PRODUCT_COMPACT_SECS` (shorter), the
+//! actor stops but leaves its published page and sold-out gate (a few hundred bytes
+//! instead of about 4 KiB with its actor): reads go on from memory, and only a write or
+//! a checkout starts the actor again from PostgreSQL. An actix actor alone (its task,
+//! context and mailbox) costs about as much as the whole 1 KiB budget of an idle
+//! product, so an idle product keeps no actor.
+//!
 //! Idle means: no message, and no read of its published snapshot (reads of a hot page
 //! never reach the mailbox, so they mark [`Activity`] instead), no payment hold to
 //! watch and nobody in its waiting room. The idle time is at least twice the work
@@ -44,7 +51,7 @@ impl Activity {
         }
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(super) fn idle_for(&self) -> Duration {
         Duration::from_secs(u64::from(
             now_secs().saturating_sub(self.0.load(Ordering::Relaxed)),
         ))
@@ -52,25 +59,48 @@ impl Activity {
 }
 
 impl ProductActor {
-    /// Checks now and then whether the actor may passivate, and stops it if so.
+    /// Checks now and then whether the actor may stop for idleness, and stops it if so:
+    /// compacted (its page and gate stay published, see [`super::Published`]) once idle
+    /// for the compaction time, passivated (nothing stays) once idle for the idle time.
+    /// The store's sweep forgets a compacted product once it is idle that long too.
     pub(super) fn watch_idleness(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.shared.product_idle;
-        if idle.is_zero() {
+        let (idle, compact) = (self.shared.product_idle, self.shared.product_compact);
+        let Some(first) = [idle, compact].into_iter().filter(|d| !d.is_zero()).min() else {
             return;
-        }
-        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        };
+        let every = (first / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
         ctx.run_interval(every, move |act, ctx| {
-            if act.may_passivate(idle) {
-                crate::metrics::PRODUCT_PASSIVATIONS.inc();
-                ctx.stop();
+            if !act.may_stop(first) {
+                return;
             }
+            let forget = !idle.is_zero() && act.published.idle_for() >= idle;
+            if forget || compact.is_zero() {
+                crate::metrics::PRODUCT_PASSIVATIONS.inc();
+            } else {
+                crate::metrics::PRODUCT_COMPACTIONS.inc();
+                act.compact();
+            }
+            ctx.stop();
         });
     }
 
-    fn may_passivate(&self, idle: Duration) -> bool {
+    /// Leaves a current page behind for the readers (rendered now if a change made it
+    /// stale), and the gate as it is.
+    fn compact(&mut self) {
+        // Only under the lease it was loaded with (else its stop clears it all).
+        let held = self.fence.is_some_and(|f| self.shared.cluster.holds(f));
+        if let (State::Ready(loaded), true) = (&mut self.state, held) {
+            loaded.snapshot(chrono::Utc::now());
+            self.compacted = true;
+        }
+    }
+
+    fn may_stop(&self, idle: Duration) -> bool {
         let State::Ready(loaded) = &self.state else {
             return false;
         };
-        self.activity.idle_for() >= idle && loaded.holds.is_empty() && loaded.queue.is_empty()
+        self.published.idle_for() >= idle
+            && loaded.holds.is_empty()
+            && loaded.queue.as_ref().is_none_or(|q| q.is_empty())
     }
 }

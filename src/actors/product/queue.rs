@@ -28,6 +28,7 @@ impl Loaded {
         };
         let place = self
             .queue
+            .get_or_insert_with(Box::default)
             .join(&room, starts_at, customer_id, Utc::now())
             .map_err(|_| Failure::Refused(Refusal::QueueNotOpen))?;
         Ok(self.admit(place, secret))
@@ -35,7 +36,10 @@ impl Loaded {
 
     pub(super) fn queue_place(&mut self, ticket: &str, secret: &[u8]) -> Option<QueueAnswer> {
         let (room, starts_at) = (self.product.waiting_room?, self.product.sale_starts_at?);
-        let place = self.queue.place(&room, starts_at, ticket, Utc::now())?;
+        let place = self
+            .queue
+            .as_mut()?
+            .place(&room, starts_at, ticket, Utc::now())?;
         Some(self.admit(place, secret))
     }
 

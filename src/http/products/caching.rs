@@ -87,7 +87,7 @@ pub(super) fn conditional(
     };
     response
         .insert_header((header::ETAG, etag))
-        .insert_header((header::LAST_MODIFIED, snapshot.last_modified_http.clone()))
+        .insert_header((header::LAST_MODIFIED, snapshot.last_modified_http()))
         .insert_header((header::CACHE_CONTROL, product_cache_control()))
         .insert_header((header::VARY, vary_authorization()));
     if degraded {

@@ -9,8 +9,6 @@ mod fast_read;
 mod listing;
 mod validation;
 
-use std::sync::Arc;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -95,12 +93,11 @@ async fn read_snapshot(
     state: &AppState,
     store_id: &str,
     product_id: &str,
-) -> Result<Arc<Snapshot>, ApiError> {
-    let published = state.actors.snapshot(product_id);
-    let hit = published.filter(|s| s.store_id == store_id && s.is_current());
+) -> Result<Snapshot, ApiError> {
+    // Found by store and product: another store's key never sees this one's page.
+    let hit = state.actors.snapshot(store_id, product_id);
     crate::metrics::cache_lookup("snapshot", hit.is_some());
     if let Some(snapshot) = hit {
-        snapshot.mark_read();
         return Ok(snapshot);
     }
     ask(|reply| {
@@ -150,11 +147,11 @@ async fn product_page(
     let snapshot = read_snapshot(state, &grant.store_id, id).await?;
     let degraded = !state.actors.health().is_up();
     let Some(fields) = fields else {
-        let (etag, body) = (snapshot.etag.clone(), snapshot.body.clone());
+        let (etag, body) = (snapshot.etag(), snapshot.body());
         return Ok(conditional(req, &snapshot, etag, body, degraded));
     };
-    let etag = variant_etag(&snapshot.etag, &fields, PRODUCT_FIELDS);
-    let full: serde_json::Value = serde_json::from_slice(&snapshot.body).unwrap_or_default();
+    let etag = variant_etag(&snapshot.etag(), &fields, PRODUCT_FIELDS);
+    let full: serde_json::Value = serde_json::from_slice(&snapshot.body()).unwrap_or_default();
     let body = to_json(&pick(full, Some(&fields)));
     Ok(conditional(req, &snapshot, etag, body, degraded))
 }
@@ -185,7 +182,7 @@ async fn product_stock(
         .insert_header((header::CACHE_CONTROL, stock_cache_control()))
         .insert_header((header::VARY, vary_authorization()))
         .content_type("application/json")
-        .body(snapshot.stock_body.clone()))
+        .body(snapshot.stock_body()))
 }
 
 /// Puts more units on sale (admin key).
@@ -223,9 +220,9 @@ pub async fn restock_product(
     .await?;
     catalog_changed(&state, &grant.store_id);
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, snapshot.etag.clone()))
+        .insert_header((header::ETAG, snapshot.etag()))
         .content_type("application/json")
-        .body(snapshot.body.clone()))
+        .body(snapshot.body()))
 }
 
 /// Fields a product representation has (for `?fields=`).
@@ -321,9 +318,9 @@ pub async fn patch_product(
     };
     catalog_changed(&state, &grant.store_id);
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, snapshot.etag.clone()))
+        .insert_header((header::ETAG, snapshot.etag()))
         .content_type("application/json")
-        .body(snapshot.body.clone()))
+        .body(snapshot.body()))
 }
 
 /// The store's products, filtered by status, sorted, in pages (admin or storefront).
