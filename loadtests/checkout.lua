@@ -48,34 +48,10 @@ function request()
 end
 
 function response(status, headers, body)
-  if status == 201 then
-    created = created + 1
-  end
-  fs.add(outcomes, fs.outcome(status, body))
+  fs.count_response(status, body)
 end
 
 -- main state ---------------------------------------------------------------
 function done(summary, latency, requests)
-  local total_created, total_sent, all = 0, 0, {}
-  for _, t in ipairs(threads) do
-    total_created = total_created + (t:get("created") or 0)
-    total_sent = total_sent + (t:get("sent") or 0)
-    for k, v in pairs(t:get("outcomes") or {}) do
-      fs.add(all, k, v)
-    end
-  end
-  local duration_s = summary.duration / 1e6
-  fs.emit({
-    phase = fs.env("FS_PHASE", "checkout"),
-    threads = #threads,
-    duration_s = duration_s,
-    requests = summary.requests,
-    requests_per_s = summary.requests / duration_s,
-    sent = total_sent,
-    created = total_created,
-    created_per_s = total_created / duration_s,
-    outcomes = all,
-    latency_ms = fs.latency_ms(latency),
-    socket_errors = fs.socket_errors(summary),
-  })
+  fs.emit_checkouts(threads, fs.env("FS_PHASE", "checkout"), summary, latency)
 end

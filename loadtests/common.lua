@@ -163,4 +163,39 @@ function M.socket_errors(summary)
   }
 end
 
+-- The checkout scripts' response() and done(): count the 201s and every
+-- outcome per thread (globals `created` and `outcomes` of the thread state),
+-- then sum them over `threads` and emit one result for phase `phase`.
+function M.count_response(status, body)
+  if status == 201 then
+    created = created + 1
+  end
+  M.add(outcomes, M.outcome(status, body))
+end
+
+function M.emit_checkouts(threads, phase, summary, latency)
+  local total_created, total_sent, all = 0, 0, {}
+  for _, t in ipairs(threads) do
+    total_created = total_created + (t:get("created") or 0)
+    total_sent = total_sent + (t:get("sent") or 0)
+    for k, v in pairs(t:get("outcomes") or {}) do
+      M.add(all, k, v)
+    end
+  end
+  local duration_s = summary.duration / 1e6
+  M.emit({
+    phase = phase,
+    threads = #threads,
+    duration_s = duration_s,
+    requests = summary.requests,
+    requests_per_s = summary.requests / duration_s,
+    sent = total_sent,
+    created = total_created,
+    created_per_s = total_created / duration_s,
+    outcomes = all,
+    latency_ms = M.latency_ms(latency),
+    socket_errors = M.socket_errors(summary),
+  })
+end
+
 return M

@@ -62,25 +62,30 @@ impl Binary {
 
     /// An enterprise store (no rate limits) with one product of `stock` units.
     pub async fn open_shop(&self, stock: i64, extra: Value) -> Shop {
-        let store: Value = self
-            .client
-            .post(self.url("/api/v1/stores"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": "Shop", "plan": "enterprise"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let admin = store["api_keys"]["admin"].as_str().unwrap().to_owned();
-        let storefront = store["api_keys"]["storefront"].as_str().unwrap().to_owned();
+        let (admin, storefront) = self.create_store("enterprise").await;
         let product = self.add_product(&admin, stock, extra).await;
         Shop {
             admin,
             storefront,
             product,
         }
+    }
+
+    /// A new store on `plan`: its (admin, storefront) keys.
+    pub async fn create_store(&self, plan: &str) -> (String, String) {
+        let store: Value = self
+            .client
+            .post(self.url("/api/v1/stores"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "Shop", "plan": plan}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = |role: &str| store["api_keys"][role].as_str().unwrap().to_owned();
+        (key("admin"), key("storefront"))
     }
 
     pub async fn add_product(&self, admin: &str, stock: i64, extra: Value) -> String {
@@ -126,17 +131,22 @@ impl Binary {
         Answer::read(response).await
     }
 
-    pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = self
-            .client
+    /// The whole `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .filter(|l| l.starts_with(line_prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

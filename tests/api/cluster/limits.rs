@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{cluster_view, owner_of, start_cluster};
-use crate::binary::{Binary, TOKEN};
+use crate::binary::Binary;
 use crate::helpers::{connect, fresh_database};
 
 /// `n` requests at once to `node` with `token`: how many were let through, and the
@@ -85,19 +85,7 @@ async fn each_instance_enforces_its_share_of_a_stores_plan() {
         assert!(Instant::now() < until, "{live} live instances");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let store: Value = nodes[0]
-        .client
-        .post(nodes[0].url("/api/v1/stores"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "Free", "plan": "free"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = store["api_keys"]["storefront"].as_str().unwrap().to_owned();
-    let admin = store["api_keys"]["admin"].as_str().unwrap().to_owned();
+    let (admin, token) = nodes[0].create_store("free").await;
     // Products made at A (fewer than its share, so none is refused).
     let mut products = Vec::new();
     for _ in 0..8 {

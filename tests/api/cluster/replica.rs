@@ -126,16 +126,9 @@ async fn start_pair() -> Pair {
 
 /// The sum of `flashsale_replica_reads_total` over the series with these labels.
 async fn replica_reads(node: &Binary, target: &str, reasons: &[&str]) -> f64 {
-    let text = node
-        .client
-        .get(node.url("/metrics"))
-        .send()
+    node.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("flashsale_replica_reads_total{"))
         .filter(|l| l.contains(&format!("target=\"{target}\"")))
         .filter(|l| {
@@ -149,16 +142,9 @@ async fn replica_reads(node: &Binary, target: &str, reasons: &[&str]) -> f64 {
 
 /// The replica's metrics, for a failure's message.
 async fn replica_metrics(node: &Binary) -> String {
-    let text = node
-        .client
-        .get(node.url("/metrics"))
-        .send()
+    node.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("flashsale_replica"))
         .collect::<Vec<_>>()
         .join("\n")
