@@ -22,10 +22,10 @@ async fn is_loaded(app: &TestApp, product: &str) -> bool {
         .any(|l| l.starts_with(&line))
 }
 
-/// Waits (up to 30 s) for the loaded product to passivate.
-async fn wait_passivated(app: &TestApp, product: &str) {
+/// Waits (up to `within`) for the loaded product to passivate.
+pub async fn wait_passivated(app: &TestApp, product: &str, within: Duration) {
     assert!(is_loaded(app, product).await, "the product is not loaded");
-    for _ in 0..300 {
+    for _ in 0..within.as_millis() / 100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !is_loaded(app, product).await {
             return;
@@ -55,7 +55,7 @@ async fn passivated_products_replay_keys_and_hold_limits_under_concurrency() {
     let original = first.bytes().await.unwrap();
 
     for round in 0..2 {
-        wait_passivated(&app, &product).await;
+        wait_passivated(&app, &product, Duration::from_secs(30)).await;
         // All at once, the first of them reactivating the product: replays of zoe's
         // first key, new keys of zoe's (one unit left to her in round 0, none in
         // round 1), and other buyers.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{checkout_body, spawn_app, spawn_app_with, TestApp};
+use crate::passivation::wait_passivated;
 
 /// A counter or gauge of `/metrics` (the line that starts with `series `).
 async fn metric(app: &TestApp, series: &str) -> f64 {
@@ -131,17 +132,9 @@ async fn idle_products_passivate_and_come_back_from_the_database() {
         )
         .await;
     assert_eq!(sold.status(), 201);
-    let passivations = "flashsale_product_passivations_total";
-    let before = metric(&app, passivations).await;
-    let mut passivated = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if metric(&app, passivations).await > before {
-            passivated = true;
-            break;
-        }
-    }
-    assert!(passivated, "the idle product never passivated");
+    // This product's own stock gauge, not the process-wide passivation counter that
+    // the tests beside this one move too.
+    wait_passivated(&app, &product, Duration::from_secs(20)).await;
     // Back from the database with everything it knew: stock, the customer's count, the
     // idempotency key's order.
     let page: serde_json::Value = app
@@ -194,17 +187,9 @@ async fn known_keys_replay_through_the_key_filter_after_passivation() {
     let first = app.checkout(&store.storefront, "kf1", &body).await;
     assert_eq!(first.status(), 201);
     let original = first.bytes().await.unwrap();
-    let passivations = "flashsale_product_passivations_total";
-    let before = metric(&app, passivations).await;
-    let mut passivated = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if metric(&app, passivations).await > before {
-            passivated = true;
-            break;
-        }
-    }
-    assert!(passivated, "the idle product never passivated");
+    // This product's own stock gauge, not the process-wide passivation counter that
+    // the tests beside this one move too.
+    wait_passivated(&app, &product, Duration::from_secs(20)).await;
     let other = app
         .checkout(
             &store.storefront,
