@@ -388,11 +388,14 @@ pub async fn stock_from_db(db: &tokio_postgres::Client, product_id: &str) -> (i6
 pub async fn listening_url(child: &mut std::process::Child) -> String {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().expect("the binary's stdout is piped");
+    let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
+    // Its log goes on to the test's output (captured: shown when the test fails).
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("flashsale listening on ") {
-                let _ = tx.send(url.to_owned());
+            match line.strip_prefix("flashsale listening on ") {
+                Some(url) => drop(tx.send(url.to_owned())),
+                None => eprintln!("[flashsale {pid}] {line}"),
             }
         }
     });
