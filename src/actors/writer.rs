@@ -267,7 +267,11 @@ async fn write_batch(
                     "the database refused an oversell; batch rolled back"
                 );
             }
-            tracing::warn!(batch.size = batch.len(), error = %e, "order batch rolled back");
+            tracing::warn!(
+                batch.size = batch.len(),
+                error = %crate::db::error_text(&e),
+                "order batch rolled back"
+            );
             Outcome::RolledBack {
                 reachable: e.as_db_error().is_some(),
             }

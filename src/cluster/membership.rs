@@ -14,12 +14,17 @@ use crate::metrics::{CLUSTER_LEASES, CLUSTER_SHARDS_OWNED};
 
 /// How often a handover looks whether the requests being served are answered.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How often a starting instance looks whether the shards it is to hold are free.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 /// What changed for this instance in a round.
 #[derive(Debug, Default)]
 pub struct Round {
     /// Shards claimed now (their products' actors may start; pending holds need arming).
     pub claimed: Vec<i32>,
+    /// Shards this instance is to hold that another still holds after the round (their
+    /// owner is handing them over, or is gone and its lease not over yet).
+    pub awaited: usize,
 }
 
 impl Cluster {
@@ -99,6 +104,20 @@ impl Cluster {
         CLUSTER_LEASES
             .with_label_values(&["claimed"])
             .inc_by(claimed.len() as u64);
+        // Joined, gave or took: the others look now (claims are seen by every instance's
+        // next round; this makes it the next few milliseconds).
+        if !give.is_empty() || !claimed.is_empty() {
+            tracing::info!(
+                shards.released = give.len(),
+                shards.claimed = claimed.len(),
+                "shard leases moved"
+            );
+        }
+        if first || !give.is_empty() || !claimed.is_empty() {
+            if let Err(e) = db::cluster::announce(&**client, &self.id).await {
+                tracing::warn!(error = %e, "failed to announce a membership change");
+            }
+        }
         let leases = db::cluster::leases(&**client).await?;
         {
             let mut view = self.view.write().expect("cluster view");
@@ -127,8 +146,10 @@ impl Cluster {
             let owned = view.slots.iter().filter(|s| s.held.is_some()).count();
             CLUSTER_SHARDS_OWNED.set(owned as i64);
         }
+        let awaited = wanted.len().saturating_sub(renewed.len() + claimed.len());
         Ok(Round {
             claimed: claimed.iter().map(|f| f.shard).collect(),
+            awaited,
         })
     }
 
@@ -144,9 +165,16 @@ impl Cluster {
             }
         }
         let until = Instant::now() + self.lease / 4;
+        let began = Instant::now();
         while shards.iter().any(|&s| self.tickets_out(s as usize) > 0) && Instant::now() < until {
             tokio::time::sleep(DRAIN_POLL).await;
         }
+        let out: usize = shards.iter().map(|&s| self.tickets_out(s as usize)).sum();
+        tracing::info!(
+            requests.unanswered = out,
+            drained.ms = began.elapsed().as_millis() as u64,
+            "shards drained for their handover"
+        );
     }
 
     /// Forgets `shards` here and tells the actors (each stops if its shard is among them).
@@ -177,12 +205,23 @@ impl Cluster {
         if self.evict_dead_peers().await {
             let round = self.run_round(pool, false).await?;
             all.claimed.extend(round.claimed);
+            all.awaited = round.awaited;
         }
-        while !self.settled() && Instant::now() < until {
-            tokio::time::sleep(self.round_every() / 2).await;
+        // Quick rounds: the shards we are to hold are claimable as soon as their
+        // owners hear of us (see `announce`), finish what they serve and give them up
+        // (within a quarter lease). Joining a running cluster, we wait for that too (up
+        // to a lease), so that we serve from the moment the others forward to us.
+        let handed_by = Instant::now() + self.lease;
+        let mut awaited = all.awaited;
+        while (!self.settled() || (awaited > 0 && Instant::now() < handed_by))
+            && Instant::now() < until
+        {
+            tokio::time::sleep(SETTLE_POLL).await;
             let round = self.run_round(pool, false).await?;
             all.claimed.extend(round.claimed);
+            awaited = round.awaited;
         }
+        all.awaited = awaited;
         Ok(all)
     }
 
@@ -205,6 +244,18 @@ impl Cluster {
         evicted
     }
 
+    /// Tells the other instances that the membership or our leases changed (best
+    /// effort: they find out in their next round anyway).
+    pub(super) async fn announce(&self, pool: &Pool) {
+        let told = async {
+            let client = pool.get().await?;
+            Ok::<_, anyhow::Error>(db::cluster::announce(&**client, &self.id).await?)
+        };
+        if let Err(e) = told.await {
+            tracing::warn!(error = %e, "failed to announce a membership change");
+        }
+    }
+
     /// Leaves the cluster on a clean shutdown: shards freed for the others at once.
     pub async fn leave(&self, pool: &Pool) -> anyhow::Result<()> {
         self.left.store(true, Ordering::Release);
@@ -212,6 +263,7 @@ impl Cluster {
         self.drop_shards(&all, "released");
         let client = pool.get().await?;
         db::cluster::leave(&**client, &self.id).await?;
+        self.announce(pool).await;
         Ok(())
     }
 }

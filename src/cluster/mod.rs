@@ -83,7 +83,8 @@ pub struct Cluster {
     pub health: OnceLock<Arc<crate::db::health::DbHealth>>,
     /// The membership loop's connections (also for evicting a dead peer).
     pool: OnceLock<crate::db::Pool>,
-    /// Wakes the membership loop for a round now (a peer was found dead).
+    /// Wakes the membership loop for a round now (a peer was found dead, or another
+    /// instance changed the membership or its leases).
     kick: tokio::sync::Notify,
     /// Requests being served here, by shard: a shard is handed over once its count is
     /// back to zero (their writes are committed or refused by then).
@@ -202,11 +203,19 @@ impl Cluster {
         };
         match evicted.await {
             Ok(n) if n > 0 => {
-                tracing::warn!(peer = %url, "peer refuses connections; its shards are taken over")
+                tracing::warn!(peer = %url, "peer refuses connections; its shards are taken over");
+                self.announce(pool).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(peer = %url, error = %e, "failed to evict a dead peer"),
         }
+        self.kick.notify_one();
+    }
+
+    /// Another instance joined, left, claimed or released shards (heard over
+    /// LISTEN/NOTIFY, [`notify`]): a round runs now, so that a handover does not wait
+    /// for the next one on either side.
+    pub fn changed_elsewhere(&self) {
         self.kick.notify_one();
     }
 

@@ -12,6 +12,12 @@
 //! Notifications sent while that connection is down are lost to it, so on every
 //! reconnection the instance clears those caches whole (each page is rendered again on
 //! its next read) before it listens on: nothing it missed is served after that.
+//!
+//! The same connection hears the cluster's membership changes
+//! ([`crate::db::cluster::CHANNEL`]: an instance joined, released or claimed shards, or
+//! left): each runs a membership round at once, so that a handover takes a few
+//! statements' time instead of a few rounds. Missed ones cost nothing but that speed:
+//! the rounds run on time anyway.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -72,6 +78,8 @@ pub async fn announce(
 #[derive(Debug)]
 enum Heard {
     Change(Change),
+    /// Another instance (this id) changed the cluster's membership or leases.
+    Cluster(String),
     /// Listening again after a loss: anything may have changed meanwhile.
     Reconnected,
 }
@@ -139,7 +147,11 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_owned()).is_err() {
+                    let heard = (
+                        n.channel() == crate::db::cluster::CHANNEL,
+                        n.payload().to_owned(),
+                    );
+                    if tx.send(heard).is_err() {
                         return;
                     }
                 }
@@ -153,7 +165,10 @@ async fn listen_once(
     });
     let _stop_driver = AbortOnDrop(driver);
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {}",
+            crate::db::cluster::CHANNEL
+        ))
         .await
         .map_err(lost(false))?;
     // Listening from here on: what changed before is cleared now, what changes after
@@ -170,10 +185,16 @@ async fn listen_once(
     ping.tick().await;
     loop {
         tokio::select! {
-            payload = rx.recv() => {
-                let Some(payload) = payload else {
+            heard = rx.recv() => {
+                let Some((cluster, payload)) = heard else {
                     return Err(Lost { listened: true, error: "connection closed".into() });
                 };
+                if cluster {
+                    if !apply(state, Heard::Cluster(payload)) {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 CACHE_NOTIFICATIONS.with_label_values(&["received"]).inc();
                 let Ok(change) = serde_json::from_str::<Change>(&payload) else {
                     tracing::warn!(payload = %payload, "cache notification not understood");
@@ -216,6 +237,11 @@ fn apply(state: &Weak<AppState>, heard: Heard) -> bool {
         Heard::Reconnected => {
             crate::http::products::forget_listings(&state);
             state.actors.forget_missing();
+        }
+        Heard::Cluster(from) => {
+            if from != state.actors.cluster().id {
+                state.actors.cluster().changed_elsewhere();
+            }
         }
         Heard::Change(change) if change.from == state.actors.cluster().id => {}
         Heard::Change(change) => {

@@ -193,6 +193,19 @@ pub async fn claim(
     Ok(rows.iter().map(fence_from_row).collect())
 }
 
+/// The channel on which an instance tells the others that it joined, left, claimed or
+/// released shards (payload: its id), so that they run a round at once
+/// ([`crate::cluster::notify`]).
+pub const CHANNEL: &str = "flashsale_cluster";
+
+/// Tells every listening instance that `id` changed the membership or its leases.
+pub async fn announce(client: &impl GenericClient, id: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+        .await?;
+    Ok(())
+}
+
 /// Gives up `shards` at once (their actors are stopped already), so that their new
 /// owner need not wait for the lease to lapse.
 pub async fn release(

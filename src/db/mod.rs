@@ -156,6 +156,15 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// An error as operators need it in a log line: PostgreSQL's SQLSTATE and message when
+/// the server answered (tokio-postgres shows only "db error"), else the client's error.
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// The name of the constraint a statement broke, if it broke one.
 pub fn violated_constraint(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().and_then(|db| db.constraint())

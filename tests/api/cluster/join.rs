@@ -92,8 +92,9 @@ async fn an_instance_added_mid_sale_takes_its_share_without_a_refusal() {
                     let answer =
                         checkout_at(&client, base, &token, &product, &key, b.is_multiple_of(2))
                             .await;
-                    let key = format!("{key} (sent at {sent:?}, took {:?})", sent.elapsed());
-                    (product, key, answer, Instant::now())
+                    let took = sent.elapsed();
+                    let key = format!("{key} (sent at {sent:?}, took {took:?})");
+                    (product, key, answer, Instant::now(), took)
                 }));
                 b += 1;
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -104,13 +105,14 @@ async fn an_instance_added_mid_sale_takes_its_share_without_a_refusal() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let lease = LEASE_SECS.to_string();
     let listen = joiner_url.trim_start_matches("http://").to_owned();
+    let joined_at = Instant::now();
     nodes.push(
         Binary::start(
             &db_url,
             &[
                 ("FLASHSALE_LEASE_SECS", lease.as_str()),
                 ("FLASHSALE_LISTEN", listen.as_str()),
-                ("RUST_LOG", "warn"),
+                ("RUST_LOG", "warn,flashsale::cluster=info"),
             ],
         )
         .await,
@@ -138,8 +140,12 @@ async fn an_instance_added_mid_sale_takes_its_share_without_a_refusal() {
 
     let mut sold: HashMap<String, Vec<String>> = HashMap::new();
     let mut after_move = 0;
+    let mut slowest = (Duration::ZERO, String::new());
     for task in tasks {
-        let (product, key, answer, at) = task.await.unwrap();
+        let (product, key, answer, at, took) = task.await.unwrap();
+        if took > slowest.0 {
+            slowest = (took, key.clone());
+        }
         let answer = answer.unwrap_or_else(|| panic!("{key}: no answer"));
         assert_eq!(answer.status, 201, "{key} during the join: {answer:?}");
         if at > moved_at && moving.contains(&product) {
@@ -147,6 +153,12 @@ async fn an_instance_added_mid_sale_takes_its_share_without_a_refusal() {
         }
         sold.entry(product).or_default().push(answer.code());
     }
+    eprintln!(
+        "join: moved {:?} after the newcomer was started; slowest checkout {:?} ({})",
+        moved_at - joined_at,
+        slowest.0,
+        slowest.1
+    );
     assert!(
         after_move > 0,
         "the moved products were sold by their new owner"

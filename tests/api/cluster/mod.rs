@@ -29,7 +29,7 @@ pub async fn start_cluster(db_url: &str, n: usize, env: &[(&str, &str)]) -> Vec<
     let lease = LEASE_SECS.to_string();
     let mut all_env = vec![
         ("FLASHSALE_LEASE_SECS", lease.as_str()),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", "warn,flashsale::cluster=info"),
     ];
     all_env.extend_from_slice(env);
     let mut nodes = Vec::new();
