@@ -35,6 +35,9 @@ CLUSTER_INSTANCE_ENV=${CLUSTER_INSTANCE_ENV:-}
 FLASHSALE_BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
 RESULTS_ROOT=${RESULTS_ROOT:-$HERE/results}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
+# STATEMENTS=1: PostgreSQL loads pg_stat_statements, and each phase writes its costliest
+# statements (by total time while wrk ran) to statements-rROUND-nN.txt in the results.
+STATEMENTS=${STATEMENTS:-0}
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -104,7 +107,10 @@ trap 'exit 143' TERM
 
 # One PostgreSQL for everything (as the postgres user when run as root: it refuses root).
 start_postgres() {
-  local as=()
+  local as=() statements=()
+  if [[ $STATEMENTS == 1 ]]; then
+    statements=(-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all)
+  fi
   if [[ $(id -u) == 0 ]]; then
     as=(runuser -u postgres --)
     chown postgres "$WORK"
@@ -113,7 +119,7 @@ start_postgres() {
     die "initdb failed: $(tail -5 "$WORK/initdb.log")"
   "${as[@]}" "$(pg_bin postgres)" -D "$WORK/pg" -p "$PG_PORT" -k "$WORK" \
     -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB \
-    >"$OUT/postgres.log" 2>&1 &
+    "${statements[@]}" >"$OUT/postgres.log" 2>&1 &
   PG_PID=$!
   local deadline=$((SECONDS + 30))
   until psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc 'SELECT 1' postgres >/dev/null 2>&1; do
@@ -122,6 +128,14 @@ start_postgres() {
     sleep 0.2
   done
   log "PostgreSQL on 127.0.0.1:$PG_PORT (data in $WORK/pg)"
+}
+
+# pg_pids: the postmaster (a child of runuser as root) and its backends.
+pg_pids() {
+  local pm
+  pm=$(head -n 1 "$WORK/pg/postmaster.pid" 2>/dev/null) || return 0
+  echo "$pm"
+  pgrep -P "$pm" || true
 }
 
 db_url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/$1"; }
@@ -265,7 +279,22 @@ measure() {
   run_wrk "warm-r$round-n$n" "$WARMUP" >/dev/null
   sleep 1
   fwd0=$(forwards)
+  # CPU of PostgreSQL (postmaster and backends) and of the instances while wrk runs.
+  local pg0 pg1 inst0 inst1
+  if [[ $STATEMENTS == 1 ]]; then
+    sql "$db" "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
+  fi
+  # shellcheck disable=SC2046 # one PID per word
+  pg0=$(cpu $(pg_pids)) inst0=$(cpu "${INSTANCE_PIDS[@]}")
   result=$(run_wrk "r$round-n$n" "$DURATION")
+  # shellcheck disable=SC2046
+  pg1=$(cpu $(pg_pids)) inst1=$(cpu "${INSTANCE_PIDS[@]}")
+  if [[ $STATEMENTS == 1 ]]; then
+    psql "$(db_url "$db")" -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+        round((total_exec_time / calls)::numeric, 3) AS mean_ms, rows, wal_records, wal_bytes,
+        left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+      FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25" >"$OUT/statements-r$round-n$n.txt"
+  fi
   sleep 1
   # The orders of this run's checkouts, by their Idempotency-Key (see cluster_checkout.lua).
   committed=$(sql "$db" "SELECT count(*) FROM orders WHERE idempotency_key LIKE 'idem-$RUN_ID-r$round-n$n-%'")
@@ -276,13 +305,16 @@ measure() {
 import json, sys
 r = json.loads(sys.argv[1])
 n, rnd, committed, fwd = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+hz = float(sys.argv[8])
 print(json.dumps({
+    "pg_cpu_s": int(sys.argv[6]) / hz, "instances_cpu_s": int(sys.argv[7]) / hz,
     "round": rnd, "instances": n, "duration_s": r["duration_s"], "checkouts": r["requests"],
     "committed": committed, "committed_per_s": committed / r["duration_s"],
     "forwarded": fwd, "forwarded_share": fwd / max(r["requests"], 1),
     "outcomes": r["outcomes"], "latency_ms": r["latency_ms"], "socket_errors": r["socket_errors"],
 }))
-' "$result" "$n" "$round" "$committed" "$((fwd1 - fwd0))" | tee -a "$OUT/phases.jsonl"
+' "$result" "$n" "$round" "$committed" "$((fwd1 - fwd0))" \
+    "$(spent "$pg0" "$pg1")" "$(spent "$inst0" "$inst1")" "$CLK_TCK" | tee -a "$OUT/phases.jsonl"
 }
 
 start_postgres
@@ -296,16 +328,24 @@ import json, sys
 phases = [json.loads(l) for l in open(sys.argv[1])]
 def total(n, k):
     return sum(p[k] for p in phases if p["instances"] == n)
-print(f"{'round':>5} {'inst':>4} {'checkouts':>9} {'committed/s':>11} {'forwarded':>9} {'share':>7} {'p50 ms':>7} {'p99 ms':>7}")
+def per_order_us(p, k):
+    return 1e6 * p[k] / max(p["committed"], 1)
+print(f"{'round':>5} {'inst':>4} {'checkouts':>9} {'committed/s':>11} {'forwarded':>9} {'share':>7} "
+      f"{'p50 ms':>7} {'p99 ms':>7} {'pg us/order':>11} {'inst us/order':>13}")
 for p in phases:
     print(f"{p['round']:>5} {p['instances']:>4} {p['checkouts']:>9} {p['committed_per_s']:>11.0f} "
-          f"{p['forwarded']:>9} {100 * p['forwarded_share']:>6.2f}% {p['latency_ms']['p50']:>7.1f} {p['latency_ms']['p99']:>7.1f}")
+          f"{p['forwarded']:>9} {100 * p['forwarded_share']:>6.2f}% {p['latency_ms']['p50']:>7.1f} {p['latency_ms']['p99']:>7.1f} "
+          f"{per_order_us(p, 'pg_cpu_s'):>11.0f} {per_order_us(p, 'instances_cpu_s'):>13.0f}")
 one = total(1, "committed") / total(1, "duration_s")
 three = total(3, "committed") / total(3, "duration_s")
 share = total(3, "forwarded") / max(total(3, "checkouts"), 1)
 ratio = three / one
 print(f"1 instance: {one:.0f} committed/s; 3 instances: {three:.0f} committed/s; "
       f"ratio {ratio:.2f}x (target >= 0.70x): {'PASS' if ratio >= 0.7 else 'FAIL'}")
+for k, what in (("pg_cpu_s", "PostgreSQL"), ("instances_cpu_s", "instances")):
+    cost = [1e6 * total(n, k) / max(total(n, "committed"), 1) for n in (1, 3)]
+    print(f"CPU per committed order, {what}: {cost[0]:.0f} us with 1 instance, "
+          f"{cost[1]:.0f} us with 3 ({cost[1] / max(cost[0], 1e-9):.2f}x)")
 print(f"forwarded with 3 instances: {100 * share:.2f} % of checkouts by path "
       f"(target < 5 %): {'PASS' if share < 0.05 else 'FAIL'}")
 EOF

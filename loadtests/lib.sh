@@ -331,26 +331,7 @@ scrape_metrics() {
 }
 
 # -------------------------------------------------- CPU and WAL accounting ---
-# cpu PID ...: "PID TICKS" for each of these processes still running, TICKS being its
-# user + system CPU time in clock ticks.
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-cpu() {
-  local p stat
-  local -a f
-  for p in "$@"; do
-    stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    read -r -a f <<<"${stat##*) }" # the fields after "(command) ", from field 3 on
-    echo "$p $((f[11] + f[12]))"   # utime and stime: fields 14 and 15
-  done
-}
-
-# spent BEFORE AFTER: the ticks spent between two `cpu` readings by the processes
-# in AFTER (all of them for one that started in between; one that ended in between
-# is not counted).
-spent() {
-  awk 'NR == FNR { before[$1] = $2; next } { total += $2 - before[$1] } END { print total + 0 }' \
-    <(printf '%s\n' "$1") <(printf '%s\n' "$2")
-}
+# (cpu and spent: in server.sh.)
 
 # db_pids [DATA_DIR]: the private PostgreSQL's postmaster and its children (nothing
 # with DATABASE_URL: an external server's CPU is not this machine's business).

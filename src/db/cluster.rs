@@ -15,8 +15,8 @@ pub struct Fence {
 }
 
 /// Refuses the transaction `client` is in unless every shard of `fences` is still held
-/// at its epoch; key-share-locks their lease rows until it ends (see `cluster_fence` in
-/// migrations/V14). Called first in every write transaction of an owner. Duplicates
+/// at its epoch; holds their shared fence locks until it ends (see `cluster_fence` in
+/// migrations/V15). Called first in every write transaction of an owner. Duplicates
 /// are fine.
 pub async fn fence(
     client: &impl GenericClient,
@@ -175,18 +175,11 @@ pub async fn claim(
     shards: &[i32],
     lease_ms: i64,
 ) -> Result<Vec<Fence>, tokio_postgres::Error> {
+    // cluster_claim (migration V15) takes each claimable shard's exclusive fence lock
+    // first: the claim waits for the writes fenced under the old epoch.
     let rows = client
         .query(
-            "UPDATE shard_leases
-             SET owner = $1, owner_url = $2, epoch = epoch + 1,
-                 expires_at = now() + $4 * interval '1 millisecond'
-             WHERE expires_at <= now() AND shard IN (
-                 -- FOR UPDATE conflicts with the fences' key-share locks: the claim
-                 -- waits for the writes under the old epoch (renewals do not).
-                 SELECT shard FROM shard_leases
-                 WHERE shard = ANY($3) AND expires_at <= now()
-                 ORDER BY shard FOR UPDATE)
-             RETURNING shard, epoch",
+            "SELECT shard, epoch FROM cluster_claim($1, $2, $3, $4)",
             &[&id, &url, &shards, &(lease_ms as f64)],
         )
         .await?;

@@ -93,7 +93,8 @@ pub struct BatchProgress {
 }
 
 const THIS_BACKEND: &str =
-    "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+    // One row from the backend's own slot (the view would build a row for every backend).
+    "SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid())";
 
 /// Ends `backend` if it is still running (rolling back whatever it has not committed)
 /// and waits until it is gone: after this, what it committed is all it ever will.
