@@ -12,7 +12,7 @@
 //! | `FLASHSALE_DB_POOL_SIZE` | 16 | PostgreSQL connections in the pool |
 //! | `FLASHSALE_BATCH_MAX` | 512 | orders per write-behind transaction, at most |
 //! | `FLASHSALE_BATCH_LINGER_MS` | 2 | how long a batch waits to fill before it is written |
-//! | `FLASHSALE_BATCHES_IN_FLIGHT` | 4 | batches being committed at once, at most |
+//! | `FLASHSALE_BATCHES_IN_FLIGHT` | 4 | batches being committed at once, at most, by the whole cluster (each of N live instances: this ÷ N, at least 1) |
 //! | `FLASHSALE_MAILBOX_CAPACITY` | 4096 | bounded mailbox size of every actor |
 //! | `FLASHSALE_ARBITERS` | cores | threads that host store and product actors |
 //! | `FLASHSALE_HTTP_WORKERS` | cores | actix-web worker threads |
@@ -145,7 +145,8 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_BATCH_LINGER_MS", default_value_t = DEFAULT_BATCH_LINGER_MS)]
     pub batch_linger_ms: u64,
 
-    /// Write-behind batches being committed at once, at most.
+    /// Write-behind batches being committed at once, at most, by the whole cluster: each
+    /// of N live instances commits at most this ÷ N (at least 1).
     #[arg(long, env = "FLASHSALE_BATCHES_IN_FLIGHT", default_value_t = DEFAULT_BATCHES_IN_FLIGHT)]
     pub batches_in_flight: usize,
 

@@ -194,7 +194,12 @@ impl Actors {
             .collect();
         let writer_arbiter = Arbiter::new();
         let health = Arc::new(crate::db::health::DbHealth::new(probe_pool));
-        let writer_actor = OrderWriter::new(writer_pool.clone(), health.clone(), settings);
+        let writer_actor = OrderWriter::new(
+            writer_pool.clone(),
+            health.clone(),
+            settings,
+            cluster.clone(),
+        );
         let writer = Mailbox::new(
             OrderWriter::start_in_arbiter(&writer_arbiter.handle(), |_| writer_actor),
             settings.mailbox_capacity,
@@ -243,7 +248,7 @@ impl Actors {
     /// the writer's: its connections are driven by its thread).
     pub fn start_dispatcher(&mut self, pool: Pool) {
         let arbiter = Arbiter::new();
-        let actor = dispatcher::Dispatcher::new(pool, &self.settings);
+        let actor = dispatcher::Dispatcher::new(pool, &self.settings, self.shared.cluster.clone());
         let addr = dispatcher::Dispatcher::start_in_arbiter(&arbiter.handle(), |_| actor);
         self.arbiters.push(arbiter);
         self.dispatcher = Some(addr);

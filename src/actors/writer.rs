@@ -108,7 +108,10 @@ pub struct OrderWriter {
     health: Arc<DbHealth>,
     batch_max: usize,
     batch_linger: Duration,
+    /// `FLASHSALE_BATCHES_IN_FLIGHT`: the cluster's, shared out among the live
+    /// instances ([`OrderWriter::in_flight_limit`]).
     max_in_flight: usize,
+    cluster: Arc<crate::cluster::Cluster>,
     /// How long a batch may take, once started.
     work_budget: Duration,
     /// Orders waiting for a batch, at most `queue_limit`.
@@ -120,13 +123,19 @@ pub struct OrderWriter {
 }
 
 impl OrderWriter {
-    pub fn new(pool: Pool, health: Arc<DbHealth>, settings: &Settings) -> Self {
+    pub fn new(
+        pool: Pool,
+        health: Arc<DbHealth>,
+        settings: &Settings,
+        cluster: Arc<crate::cluster::Cluster>,
+    ) -> Self {
         OrderWriter {
             pool,
             health,
             batch_max: settings.batch_max.max(1),
             batch_linger: settings.batch_linger(),
             max_in_flight: settings.batches_in_flight.max(1),
+            cluster,
             work_budget: settings.work_budget(),
             queue: Vec::new(),
             queue_limit: settings.mailbox_capacity.max(1),
@@ -150,13 +159,22 @@ impl OrderWriter {
         }
     }
 
+    /// How many batches this instance commits at once, at most: its share of the
+    /// limit, which is the database's (at least one). Each instance of a cluster
+    /// sees a share of the buyers; with the whole limit each, the database would run
+    /// as many more transactions, each that much smaller, for the same orders.
+    fn in_flight_limit(&self) -> usize {
+        (self.max_in_flight / self.cluster.live_instances()).max(1)
+    }
+
     /// Starts as many batches as the in-flight limit allows.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
         self.drop_stale();
-        while !self.queue.is_empty() && self.in_flight < self.max_in_flight {
+        let limit = self.in_flight_limit();
+        while !self.queue.is_empty() && self.in_flight < limit {
             let n = self.queue.len().min(self.batch_max);
             let batch: Vec<Write> = self.queue.drain(..n).collect();
             self.in_flight += 1;

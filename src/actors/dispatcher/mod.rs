@@ -45,7 +45,7 @@ const CLAIM_BATCH: i64 = 512;
 const FAN_OUT_BATCH: i64 = 2000;
 /// How often the loop looks without being woken (due retries, opened sales).
 const POLL_EVERY: Duration = Duration::from_millis(200);
-/// The least time between two rounds.
+/// The least time between two rounds of the cluster's dispatchers ([`round_gap`]).
 const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
 /// How often sales that opened are looked for (well within the 1 s promised).
 const DROPS_EVERY: Duration = Duration::from_millis(250);
@@ -79,6 +79,8 @@ struct Inner {
     busy: Mutex<HashSet<String>>,
     /// Rung by [`Wake`] and by every finished endpoint batch.
     kick: Notify,
+    /// How many dispatchers there are (one per live instance): see [`round_gap`].
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 pub struct Dispatcher {
@@ -87,7 +89,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(pool: Pool, settings: &Settings) -> Self {
+    pub fn new(pool: Pool, settings: &Settings, cluster: Arc<crate::cluster::Cluster>) -> Self {
         let allow = Arc::new(settings.webhook_allow_nets.clone());
         let timeout = Duration::from_millis(settings.webhook_timeout_ms.max(1));
         Dispatcher {
@@ -105,6 +107,7 @@ impl Dispatcher {
                 troubled: Mutex::new(HashSet::new()),
                 busy: Mutex::new(HashSet::new()),
                 kick: Notify::new(),
+                cluster,
             }),
             mailbox_capacity: settings.mailbox_capacity,
         }
@@ -144,15 +147,22 @@ async fn run(inner: Arc<Inner>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         // Wake-ups come with every commit (hundreds a second in a sale): rounds are at
-        // least MIN_ROUND_GAP apart, so that one round serves many commits and the claim
-        // does not rescan a growing backlog for every one of them.
-        tokio::time::sleep(MIN_ROUND_GAP).await;
+        // least a gap apart, so that one round serves many commits and the claim does
+        // not rescan a growing backlog for every one of them.
+        tokio::time::sleep(round_gap(&inner)).await;
         tokio::select! {
             _ = committed => {}
             _ = inner.kick.notified() => {}
             _ = tokio::time::sleep(POLL_EVERY) => {}
         }
     }
+}
+
+/// The least time between two rounds of this dispatcher: [`MIN_ROUND_GAP`] for the
+/// cluster, so each of N instances' dispatchers waits N times as long (the outbox is one
+/// for all of them; more rounds would only scan it more often for the same events).
+fn round_gap(inner: &Inner) -> Duration {
+    MIN_ROUND_GAP * inner.cluster.live_instances() as u32
 }
 
 /// When the periodic duties last ran.
