@@ -171,7 +171,7 @@ async fn idle_products_passivate_and_come_back_from_the_database() {
 /// refuses a new key as sold out, the old key still replays its 201 byte for byte (and
 /// is refused with another body), and the per-customer count holds after a restock.
 /// (The replays after a restart, with every in-process cache empty, are
-/// `replay::replays_after_kill_9_…` and `checkout::replays_…_after_a_restart`.)
+/// `replay::replays_after_kill_9_…` and `checkout::idempotency::replays_…_after_a_restart`.)
 #[actix_web::test]
 async fn known_keys_replay_through_the_key_filter_after_passivation() {
     let app = spawn_app_with(|s| {

@@ -18,6 +18,8 @@
 //! - [`snapshot`]: the rendered representation published for reads;
 //! - [`published`]: what the product publishes (page, gate, use), which outlives an
 //!   idle actor that compacts;
+//! - [`letter`]: how a message travels the mailbox (span, caller gone, failing it);
+//! - [`load`]: loading the state, reloading it, and stopping with the shard lease;
 //! - [`passivate`]: when an idle actor compacts or passivates;
 //! - [`queue`]: the drop's waiting room.
 
@@ -26,6 +28,8 @@ mod checkout;
 mod gate;
 mod holds;
 mod keys;
+mod letter;
+mod load;
 mod passivate;
 mod published;
 mod queue;
@@ -38,11 +42,10 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::mailbox::{Letter, Mail};
+use super::mailbox::Mail;
 use super::{Checkout, Failure, Shared};
 use crate::db;
 pub use crate::db::orders::ChangedBy;
-use crate::db::orders::HeldOrder;
 use crate::domain::ledger::Ledger;
 use crate::domain::order::{CheckoutBody, Order};
 use crate::domain::product::Product;
@@ -53,15 +56,6 @@ use keys::Keys;
 pub use published::{release_stock_series, Published};
 pub use queue::QueueAnswer;
 pub use snapshot::Snapshot;
-
-/// How long the actor of an id that names no product lingers, answering 404 to the
-/// messages that reached it while it looked; from then on its store answers 404 from
-/// its bounded negative cache ([`Shared::missing`]) without an actor. (The store looks
-/// an id up before it starts an actor, so this is only a product deleted in between.)
-const MISSING_LINGER: Duration = Duration::from_secs(1);
-/// Backoff of a reload that failed (first and longest pause).
-const RELOAD_PAUSE_MIN: Duration = Duration::from_millis(200);
-const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// A checkout, validated, on its way to the product.
 #[derive(Debug, Clone)]
@@ -156,63 +150,6 @@ pub enum ProductMsg {
     },
 }
 
-impl ProductMsg {
-    /// The span a traced message carries (checkouts).
-    pub fn span(&self) -> Option<&tracing::Span> {
-        match self {
-            ProductMsg::Checkout { cmd, .. } => Some(&cmd.span),
-            _ => None,
-        }
-    }
-
-    pub fn set_span(&mut self, span: tracing::Span) {
-        if let ProductMsg::Checkout { cmd, .. } = self {
-            cmd.span = span;
-        }
-    }
-
-    /// Answers the message with `failure` (it was not delivered or cannot be served).
-    pub fn fail(self, failure: Failure) {
-        Letter::fail(self, failure)
-    }
-}
-
-impl Letter for ProductMsg {
-    fn caller_gone(&self) -> bool {
-        match self {
-            ProductMsg::Checkout { reply, .. } => reply.is_closed(),
-            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => reply.is_closed(),
-            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
-                reply.is_closed()
-            }
-            ProductMsg::Patch { reply, .. } => reply.is_closed(),
-            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
-                reply.is_closed()
-            }
-            ProductMsg::Warm => false,
-        }
-    }
-
-    fn fail(self, failure: Failure) {
-        match self {
-            ProductMsg::Checkout { reply, .. } => drop(reply.send(Err(failure))),
-            ProductMsg::Read { reply } | ProductMsg::Restock { reply, .. } => {
-                drop(reply.send(Err(failure)))
-            }
-            ProductMsg::Confirm { reply, .. } | ProductMsg::Cancel { reply, .. } => {
-                drop(reply.send(Err(failure)))
-            }
-            ProductMsg::Patch { reply, .. } => {
-                drop(reply.send(Err(PatchFailure::Failure(failure))))
-            }
-            ProductMsg::Queue { reply, .. } | ProductMsg::QueueStatus { reply, .. } => {
-                drop(reply.send(Err(failure)))
-            }
-            ProductMsg::Warm => {}
-        }
-    }
-}
-
 /// The key of `product_id` asked for by `store_id` in [`Shared::missing`].
 pub fn missing_key(store_id: &str, product_id: &str) -> String {
     format!("{store_id}\u{1f}{product_id}")
@@ -293,47 +230,6 @@ impl ProductActor {
     }
 }
 
-async fn load_product(
-    pool: db::Pool,
-    published: Arc<Published>,
-    store_id: String,
-    product_id: String,
-    key_horizon: Duration,
-    fence: crate::db::cluster::Fence,
-) -> anyhow::Result<Option<(Loaded, Vec<HeldOrder>)>> {
-    let client = pool.get().await?;
-    let Some(product) = db::products::find_product(&**client, &store_id, &product_id).await? else {
-        return Ok(None);
-    };
-    let held = db::products::held_by_customer(&**client, &product_id).await?;
-    let stored = db::products::idempotency_keys(&**client, &product_id).await?;
-    let keys = Keys::from_db(stored.iter().map(String::as_str), key_horizon);
-    let reserved = db::orders::reserved_orders(&**client, &product_id).await?;
-    let held = held
-        .iter()
-        .map(|(customer, units)| (customer.as_str(), *units));
-    let ledger = Ledger::from_db(product.stock_total, product.stock_available, held);
-    let mut loaded = Loaded {
-        fence,
-        product,
-        ledger,
-        keys,
-        gate_closed: false,
-        holds: Holds::default(),
-        queue: None,
-        stock_gauges: None,
-        published,
-    };
-    // Whatever an earlier activation published is replaced by what the database says
-    // now (under this lease): the gate from open, the page rendered again.
-    loaded.published.gate().set(None);
-    loaded.publish_gate();
-    loaded.published.set_fence(fence);
-    loaded.published.set_snapshot(None);
-    loaded.snapshot(Utc::now());
-    Ok(Some((loaded, reserved)))
-}
-
 impl Actor for ProductActor {
     type Context = Context<Self>;
 
@@ -356,119 +252,6 @@ impl Actor for ProductActor {
     fn stopped(&mut self, _: &mut Self::Context) {
         crate::metrics::PRODUCT_ACTORS_GAUGE.dec();
         self.unload();
-    }
-}
-
-impl ProductActor {
-    /// Loads the state from PostgreSQL; the mailbox waits, never longer than the work
-    /// budget. A failed first load stops the actor (its queued messages are answered
-    /// 503 by their dropped channels); a failed reload tries again with backoff, so a
-    /// product with payment holds never stops watching them.
-    fn load(&mut self, ctx: &mut Context<Self>) {
-        let Some(fence) = self.fence else {
-            return ctx.stop();
-        };
-        let load = load_product(
-            self.shared.pool.clone(),
-            self.published.clone(),
-            self.store_id.clone(),
-            self.product_id.clone(),
-            // Every write the actor starts is over by then (answered by its deadline,
-            // or resolved within the work budget after it).
-            super::mailbox::request_deadline() + 2 * self.shared.work_budget,
-            fence,
-        );
-        let budget = self.shared.work_budget;
-        let load = async move {
-            tokio::time::timeout(budget, load)
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("loading took longer than {budget:?}")))
-        };
-        // `wait`: no message is handled until the state is known.
-        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| match loaded {
-            Ok(Some((mut loaded, reserved))) => {
-                act.reload_pause = None;
-                act.export_stock(&mut loaded);
-                act.state = State::Ready(Box::new(loaded));
-                // Holds that lapsed while nobody watched are released at once.
-                for hold in reserved {
-                    act.arm_hold(hold, ctx);
-                }
-            }
-            Ok(None) => {
-                act.state = State::Missing;
-                act.shared
-                    .missing
-                    .insert(missing_key(&act.store_id, &act.product_id), ());
-                ctx.run_later(MISSING_LINGER, |_, ctx| ctx.stop());
-            }
-            Err(e) => {
-                tracing::warn!(product.id = %act.product_id, error = %e, "failed to load product");
-                match act.reload_pause {
-                    Some(pause) => {
-                        act.reload_pause = Some((pause * 2).min(RELOAD_PAUSE_MAX));
-                        ctx.run_later(pause, |act, ctx| act.load(ctx));
-                    }
-                    None => ctx.stop(),
-                }
-            }
-        }));
-    }
-
-    /// Gives the product stock gauges if it has none and the series are not all taken
-    /// (they stay with its catalog entry, which releases them).
-    fn export_stock(&self, loaded: &mut Loaded) {
-        if loaded.published.export_stock(&self.shared) {
-            let id = [self.product_id.as_str()];
-            loaded.stock_gauges = Some((
-                crate::metrics::STOCK_AVAILABLE.with_label_values(&id),
-                crate::metrics::STOCK_TOTAL.with_label_values(&id),
-            ));
-            loaded.publish_stock();
-        }
-    }
-
-    /// Stops the actor at once when its shard's lease is lost or given up (whatever is
-    /// in flight under the old epoch is refused by the fence in the database).
-    fn watch_lease(&mut self, fence: crate::db::cluster::Fence, ctx: &mut Context<Self>) {
-        let cluster = self.shared.cluster.clone();
-        let mut losses = cluster.watch();
-        let lost = async move {
-            while losses.changed().await.is_ok() {
-                if !cluster.holds(fence) {
-                    return;
-                }
-            }
-        };
-        ctx.spawn(lost.into_actor(self).map(|_, act, ctx| {
-            tracing::info!(product.id = %act.product_id, "shard lease gone; the product actor stops");
-            // Whatever it published (even while still loading) may be stale now.
-            act.published.clear();
-            ctx.stop();
-        }));
-    }
-
-    /// Forgets the loaded state and, unless the actor compacted, everything published
-    /// from it (its catalog entry, now empty, is dropped by the store's next sweep).
-    /// Only an actor that loaded its product published anything.
-    fn unload(&mut self) {
-        if matches!(self.state, State::Ready(_)) && !self.compacted {
-            self.published.clear();
-        }
-    }
-
-    /// After a write whose outcome could not be learnt, the actor's memory may disagree
-    /// with the database: once the statement can no longer be running (the work budget
-    /// is past its `statement_timeout`), the actor reloads the truth in place (holds
-    /// are armed again from the database).
-    fn reload_later(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(product.id = %self.product_id, "a write's outcome is unknown; the product reloads from the database");
-        ctx.run_later(self.shared.work_budget, |act, ctx| {
-            act.unload();
-            act.state = State::Loading;
-            act.reload_pause = Some(RELOAD_PAUSE_MIN);
-            act.load(ctx);
-        });
     }
 }
 

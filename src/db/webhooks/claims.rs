@@ -1,0 +1,203 @@
+//! The dispatcher's claims on due deliveries (leases, per-endpoint fairness, order per
+//! subject) and the recording of each batch's attempts with their consequences.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+/// How many deliveries of one endpoint a claim takes, and for how long: endpoints whose
+/// last batch went wrong (`troubled_ids`) get fewer, so that a slow one holds few
+/// claims, and a shorter lease.
+#[derive(Debug, Clone)]
+pub struct PerEndpoint<'a> {
+    pub healthy: i64,
+    pub healthy_lease_secs: f64,
+    pub troubled: i64,
+    pub troubled_lease_secs: f64,
+    pub troubled_ids: &'a [String],
+}
+
+/// A claimed delivery, with what its attempt needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub endpoint_id: String,
+    pub url: String,
+    /// The live secrets: the current one, and the previous one during a rotation.
+    pub secrets: Vec<String>,
+    pub event_id: String,
+    pub kind: String,
+    pub event_created_at: DateTime<Utc>,
+    pub data: Value,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+}
+
+/// Claims up to `limit` due deliveries, at most `per_endpoint`'s of any one endpoint and
+/// none of `busy` (endpoints this dispatcher has requests in flight to), skipping rows
+/// another dispatcher holds. A delivery whose endpoint has an earlier pending delivery
+/// about the same subject is not due: events about one subject go out in order. A claim
+/// is a lease: the row is due again when the lease ends unless its attempt is recorded.
+pub async fn claim_due(
+    client: &impl GenericClient,
+    limit: i64,
+    per_endpoint: &PerEndpoint<'_>,
+    busy: &[String],
+) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "WITH ranked AS (
+                SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id
+                                                ORDER BY d.next_attempt_at, d.id) AS rank
+                FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                  AND e.status = 'enabled' AND NOT (d.endpoint_id = ANY ($3))
+                  AND NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries p
+                      WHERE p.endpoint_id = d.endpoint_id AND p.subject_id = d.subject_id
+                        AND p.status = 'pending' AND p.event_id < d.event_id)
+            ), due AS (
+                SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id
+                WHERE r.rank <= CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $6::bigint ELSE $2::bigint END
+                  AND d.status = 'pending' AND d.next_attempt_at <= now()
+                ORDER BY r.rank, d.next_attempt_at LIMIT $1
+                FOR UPDATE OF d SKIP LOCKED
+            )
+            , claimed AS (
+                UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
+                    CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $7::float8 ELSE $4::float8 END
+                FROM due, webhook_endpoints e
+                WHERE d.id = due.id AND e.id = d.endpoint_id
+                RETURNING d.id, d.endpoint_id, e.url, e.secret,
+                          CASE WHEN e.previous_until > now() THEN e.previous_secret END AS previous,
+                          d.event_id, d.item, d.attempt_count
+            )
+            SELECT c.id, c.endpoint_id, c.url, c.secret, c.previous,
+                   o.event_id, o.type, o.created_at, o.data, c.attempt_count
+            FROM claimed c CROSS JOIN LATERAL outbox_event(c.event_id, c.item) o",
+            &[
+                &limit,
+                &per_endpoint.healthy,
+                &busy,
+                &per_endpoint.healthy_lease_secs,
+                &per_endpoint.troubled_ids,
+                &per_endpoint.troubled,
+                &per_endpoint.troubled_lease_secs,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Claimed {
+            delivery_id: r.get(0),
+            endpoint_id: r.get(1),
+            url: r.get(2),
+            secrets: std::iter::once(r.get::<_, String>(3))
+                .chain(r.get::<_, Option<String>>(4))
+                .collect(),
+            event_id: r.get(5),
+            kind: r.get(6),
+            event_created_at: r.get(7),
+            data: r.get(8),
+            attempt: r.get::<_, i32>(9) as u32 + 1,
+        })
+        .collect())
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub status_code: Option<i32>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    pub response_snippet: Option<String>,
+    /// 2xx.
+    pub delivered: bool,
+    /// A 410: the endpoint is disabled at once.
+    pub gone: bool,
+    /// Seconds until the next attempt; `None` with a failure: the delivery has failed.
+    pub retry_in_secs: Option<f64>,
+}
+
+/// Records the attempts of one endpoint's batch and their consequences in one
+/// statement: each delivery (delivered, due again, or failed), the endpoint's failing
+/// period, and its disabling (at once on a 410; when it has failed every attempt for
+/// `disable_after_hours`). The endpoint row is written only when its state changes, so
+/// a healthy endpoint's batches do not queue on its row lock. Attempts of deliveries
+/// deleted meanwhile (with their endpoint) are dropped. Returns whether this batch
+/// disabled the endpoint.
+pub async fn record_attempts(
+    client: &impl GenericClient,
+    endpoint_id: &str,
+    batch: &[AttemptRecord],
+    disable_after_hours: f64,
+) -> Result<bool, tokio_postgres::Error> {
+    let ids: Vec<i64> = batch.iter().map(|a| a.delivery_id).collect();
+    let codes: Vec<Option<i32>> = batch.iter().map(|a| a.status_code).collect();
+    let durations: Vec<i32> = batch.iter().map(|a| a.duration_ms).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|a| a.error.as_deref()).collect();
+    let snippets: Vec<Option<&str>> = batch
+        .iter()
+        .map(|a| a.response_snippet.as_deref())
+        .collect();
+    let statuses: Vec<&str> = batch
+        .iter()
+        .map(|a| match (a.delivered, a.retry_in_secs) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        })
+        .collect();
+    let retry_in: Vec<Option<f64>> = batch.iter().map(|a| a.retry_in_secs).collect();
+    let any_success = batch.iter().any(|a| a.delivered);
+    let gone = batch.iter().any(|a| a.gone);
+    let row = client
+        .query_opt(
+            "WITH input AS (
+                SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[],
+                                     $6::text[], $7::float8[])
+                    AS t(delivery_id, status_code, duration_ms, error, snippet, status, retry_in)
+            ), attempts AS (
+                INSERT INTO webhook_attempts (delivery_id, status_code, duration_ms, error, response_snippet)
+                SELECT i.delivery_id, i.status_code, i.duration_ms, i.error, i.snippet
+                FROM input i JOIN webhook_deliveries d ON d.id = i.delivery_id
+            ), deliveries AS (
+                UPDATE webhook_deliveries d SET attempt_count = d.attempt_count + 1, status = i.status,
+                    next_attempt_at = CASE WHEN i.retry_in IS NULL THEN d.next_attempt_at
+                                      ELSE now() + i.retry_in * interval '1 second' END,
+                    delivered_at = CASE WHEN i.status = 'delivered' THEN now() END
+                FROM input i WHERE d.id = i.delivery_id
+            ), old AS (
+                SELECT id, status, disabled_reason, failing_since,
+                       NOT $8 AND failing_since < now() - $10 * interval '1 hour' AS failed_long
+                FROM webhook_endpoints WHERE id = $11
+            )
+            UPDATE webhook_endpoints e SET
+                failing_since = CASE WHEN $8 THEN NULL ELSE coalesce(old.failing_since, now()) END,
+                status = CASE WHEN $9 OR old.failed_long THEN 'disabled' ELSE old.status END,
+                disabled_reason = CASE WHEN old.status = 'disabled' THEN old.disabled_reason
+                                       WHEN $9 THEN 'gone'
+                                       WHEN old.failed_long THEN 'failing' END
+            FROM old
+            WHERE e.id = old.id
+              AND (($8 AND old.failing_since IS NOT NULL)
+                   OR (NOT $8 AND (old.failing_since IS NULL OR $9 OR old.failed_long)))
+            RETURNING old.status = 'enabled' AND e.status = 'disabled'",
+            &[
+                &ids,
+                &codes,
+                &durations,
+                &errors,
+                &snippets,
+                &statuses,
+                &retry_in,
+                &any_success,
+                &gone,
+                &disable_after_hours,
+                &endpoint_id,
+            ],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
