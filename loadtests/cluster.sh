@@ -28,10 +28,13 @@ THREADS=${THREADS:-2}
 PRODUCTS=${PRODUCTS:-256}
 STOCK=${STOCK:-1000000}
 PORT_BASE=${PORT_BASE:-18700}
-# Extra settings for every instance, e.g. "FLASHSALE_HTTP_WORKERS=1 FLASHSALE_ARBITERS=1",
-# and for the instances of the three-instance phase only (sharing the cores among them).
+# Extra settings for every instance, and for the instances of the three-instance phase
+# only. Those three share this machine's cores, so each gets its share, as a deployment
+# of several instances on one machine would size them (by default each instance runs a
+# worker and an arbiter per core: three of them would run three threads per core).
+# CLUSTER_INSTANCE_ENV= (empty) runs them with the defaults.
 INSTANCE_ENV=${INSTANCE_ENV:-}
-CLUSTER_INSTANCE_ENV=${CLUSTER_INSTANCE_ENV:-}
+CLUSTER_INSTANCE_ENV=${CLUSTER_INSTANCE_ENV-FLASHSALE_HTTP_WORKERS=1 FLASHSALE_ARBITERS=1}
 FLASHSALE_BIN=${FLASHSALE_BIN:-$ROOT/target/release/flashsale}
 RESULTS_ROOT=${RESULTS_ROOT:-$HERE/results}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
