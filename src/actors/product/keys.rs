@@ -19,7 +19,7 @@ use growable_bloom_filter::GrowableBloom;
 
 /// False positives of the filter (each costs a key lookup in the database).
 const ERROR_RATIO: f64 = 0.01;
-/// Recent keys kept before a sweep of the expired ones is due.
+/// Recent keys kept before the first sweep of the expired ones is due.
 const SWEEP_AT: usize = 64;
 
 /// What a checkout's key is to this product.
@@ -43,6 +43,11 @@ pub(super) struct Keys {
     filter: Option<Arc<GrowableBloom>>,
     recent: HashMap<String, Recent>,
     horizon: Duration,
+    /// The size of `recent` at which the next sweep runs: twice what the last one
+    /// kept, so that a sweep (a pass over every recent key) is paid for by as many
+    /// inserts. In a stampede `recent` holds every key of the last horizon (thousands):
+    /// a sweep at every insert once past a fixed size took most of the server's CPU.
+    sweep_at: usize,
 }
 
 impl Keys {
@@ -62,6 +67,7 @@ impl Keys {
             filter,
             recent: HashMap::default(),
             horizon,
+            sweep_at: SWEEP_AT,
         }
     }
 
@@ -86,9 +92,11 @@ impl Keys {
             .filter
             .get_or_insert_with(|| Arc::new(GrowableBloom::new(ERROR_RATIO, 16)));
         Arc::make_mut(filter).insert(key.as_str());
-        if self.recent.len() >= SWEEP_AT {
-            let horizon = self.horizon;
-            self.recent.retain(|_, r| r.sent.elapsed() < horizon);
+        if self.recent.len() >= self.sweep_at {
+            let (horizon, now) = (self.horizon, Instant::now());
+            self.recent
+                .retain(|_, r| now.saturating_duration_since(r.sent) < horizon);
+            self.sweep_at = (self.recent.len() * 2).max(SWEEP_AT);
         }
         self.recent.insert(
             key,
@@ -134,5 +142,29 @@ mod tests {
             .filter(|i| matches!(keys.find(&format!("new{i}"), false), KeyUse::Maybe))
             .count();
         assert!(maybes < 300, "{maybes} false positives of 10000");
+    }
+
+    #[test]
+    fn recent_keys_are_kept_for_the_horizon_and_swept_after_it() {
+        // Within the horizon every key stays exact, and the sweeps space out as the
+        // keys grow (each pays for itself), instead of one at every insert.
+        let mut kept = Keys::from_db(std::iter::empty(), Duration::from_secs(3600));
+        for i in 0..10_000 {
+            kept.record(format!("k{i}"), format!("ord_{i}"), [0; 32]);
+        }
+        assert_eq!(kept.recent.len(), 10_000);
+        assert!(kept.sweep_at > 10_000, "next sweep at {}", kept.sweep_at);
+        assert!(matches!(kept.find("k0", true), KeyUse::Recent(id, _) if id == "ord_0"));
+        // Past the horizon they go (the filter still says "maybe").
+        let mut swept = Keys::from_db(std::iter::empty(), Duration::ZERO);
+        for i in 0..10_000 {
+            swept.record(format!("k{i}"), format!("ord_{i}"), [0; 32]);
+        }
+        assert!(
+            swept.recent.len() <= SWEEP_AT,
+            "{} kept",
+            swept.recent.len()
+        );
+        assert!(matches!(swept.find("k0", false), KeyUse::Maybe));
     }
 }
