@@ -160,9 +160,12 @@ async fn kill_9_mid_delivery_loses_no_event() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(receiver.delivered_ids(), event_ids);
-    // The last batch's 2xx may still be on its way to its record.
+    // The last batch's 2xx may still be on its way to its record, and the deliveries
+    // the dead process had claimed (sent, never recorded) are claimed again only once
+    // their lease lapses: 16 requests' timeouts plus a 5 s margin, 21 s from their claim
+    // (so up to 21 s from here when everything else went fast).
     let mut undelivered: i64 = -1;
-    for _ in 0..100 {
+    for _ in 0..450 {
         undelivered = db
             .query_one(
                 "SELECT count(*) FROM webhook_deliveries WHERE status <> 'delivered'",
