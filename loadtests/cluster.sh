@@ -133,14 +133,6 @@ start_postgres() {
   log "PostgreSQL on 127.0.0.1:$PG_PORT (data in $WORK/pg)"
 }
 
-# pg_pids: the postmaster (a child of runuser as root) and its backends.
-pg_pids() {
-  local pm
-  pm=$(head -n 1 "$WORK/pg/postmaster.pid" 2>/dev/null) || return 0
-  echo "$pm"
-  pgrep -P "$pm" || true
-}
-
 db_url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/$1"; }
 sql() { psql "$(db_url "$1")" -Atc "$2"; }
 
@@ -288,10 +280,10 @@ measure() {
     sql "$db" "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
   fi
   # shellcheck disable=SC2046 # one PID per word
-  pg0=$(cpu $(pg_pids)) inst0=$(cpu "${INSTANCE_PIDS[@]}")
+  pg0=$(cpu $(postmaster_pids "$WORK/pg")) inst0=$(cpu "${INSTANCE_PIDS[@]}")
   result=$(run_wrk "r$round-n$n" "$DURATION")
   # shellcheck disable=SC2046
-  pg1=$(cpu $(pg_pids)) inst1=$(cpu "${INSTANCE_PIDS[@]}")
+  pg1=$(cpu $(postmaster_pids "$WORK/pg")) inst1=$(cpu "${INSTANCE_PIDS[@]}")
   if [[ $STATEMENTS == 1 ]]; then
     psql "$(db_url "$db")" -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
         round((total_exec_time / calls)::numeric, 3) AS mean_ms, rows, wal_records, wal_bytes,

@@ -336,12 +336,9 @@ scrape_metrics() {
 # db_pids [DATA_DIR]: the private PostgreSQL's postmaster and its children (nothing
 # with DATABASE_URL: an external server's CPU is not this machine's business).
 db_pids() {
-  local dir=${1-$DATA_DIR} pm
-  [[ -n $dir && -r $dir/pgdata/postmaster.pid ]] || return 0
-  pm=$(head -n 1 "$dir/pgdata/postmaster.pid")
-  [[ $pm =~ ^[0-9]+$ ]] || return 0
-  echo "$pm"
-  pgrep -P "$pm" || true
+  local dir=${1-$DATA_DIR}
+  [[ -n $dir ]] || return 0
+  postmaster_pids "$dir/pgdata"
 }
 
 # settle_pids: what settle waits for: every started server and its private PostgreSQL

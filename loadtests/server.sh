@@ -39,6 +39,17 @@ cpu() {
   done
 }
 
+# postmaster_pids PGDATA: the postmaster of the PostgreSQL whose data directory is PGDATA
+# (from its postmaster.pid) and its children, the backends; nothing if it is not running.
+postmaster_pids() {
+  local pm
+  [[ -r $1/postmaster.pid ]] || return 0
+  pm=$(head -n 1 "$1/postmaster.pid")
+  [[ $pm =~ ^[0-9]+$ ]] || return 0
+  echo "$pm"
+  pgrep -P "$pm" || true
+}
+
 # spent BEFORE AFTER: the ticks spent between two `cpu` readings by the processes
 # in AFTER (all of them for one that started in between; one that ended in between
 # is not counted).
