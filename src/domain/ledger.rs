@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
-use foldhash::HashMap;
+use super::spread::Spread;
 
 use chrono::{DateTime, Utc};
 
@@ -64,14 +64,15 @@ pub struct Ledger {
     /// What is left to sell.
     available: i64,
     /// Units each customer holds in reserved and confirmed orders, by [`customer_tag`]
-    /// (the tags are uniform already, so the map's own hash need not resist attacks).
-    held: HashMap<u64, i64>,
+    /// (the tags are uniform already, so the map's own hash need not resist attacks),
+    /// in a map that grows a part at a time: a product's customers can be millions.
+    held: Spread<u64, i64>,
 }
 
 impl Ledger {
     /// A ledger for `total` units of which `held` (customer id, units) are in live orders.
     pub fn new<'a>(total: i64, held: impl IntoIterator<Item = (&'a str, i64)>) -> Self {
-        let mut tags: HashMap<u64, i64> = HashMap::default();
+        let mut tags: Spread<u64, i64> = Spread::default();
         for (customer, units) in held {
             if units > 0 {
                 *tags.entry(customer_tag(customer)).or_default() += units;
@@ -115,8 +116,13 @@ impl Ledger {
         self.available
     }
 
+    /// Customers holding units.
+    pub fn customers(&self) -> usize {
+        self.held.len()
+    }
+
     pub fn held_by(&self, customer: &str) -> i64 {
-        self.held.get(&customer_tag(customer)).copied().unwrap_or(0)
+        self.held.get(customer_tag(customer)).copied().unwrap_or(0)
     }
 
     /// Takes `quantity` units for `customer` if the window, stock and limit allow.
@@ -151,13 +157,13 @@ impl Ledger {
     /// Returns units taken by [`Ledger::take`] (a failed write, a cancellation).
     pub fn give_back(&mut self, customer: &str, quantity: i64) {
         let tag = customer_tag(customer);
-        let Some(held) = self.held.get_mut(&tag) else {
+        let Some(held) = self.held.get_mut(tag) else {
             return;
         };
         let back = quantity.min(*held);
         *held -= back;
         if *held == 0 {
-            self.held.remove(&tag);
+            self.held.remove(tag);
         }
         self.available += back;
     }

@@ -4,6 +4,7 @@ pub mod ids;
 pub mod ledger;
 pub mod order;
 pub mod product;
+pub mod spread;
 pub mod validate;
 pub mod waiting_room;
 pub mod webhook;

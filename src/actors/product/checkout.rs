@@ -11,7 +11,7 @@ use crate::actors::mailbox::{Deadline, Refused};
 use crate::actors::writer::Write;
 use crate::actors::{Checkout, Failure, Shared};
 use crate::db::orders::HeldOrder;
-use crate::domain::ids::new_id;
+use crate::domain::ids::{id_from_bits, new_id_bits};
 use crate::domain::ledger::Refusal;
 use crate::domain::order::{NewOrder, Order};
 use crate::domain::waiting_room;
@@ -76,8 +76,9 @@ pub(super) fn checkout(
     }
     let held = product.hold_seconds > 0;
     let quantity = body.quantity as i32;
+    let order_bits = new_id_bits();
     let order = Order {
-        id: new_id("ord"),
+        id: id_from_bits("ord", order_bits),
         store_id: product.store_id.clone(),
         product_id: product.id.clone(),
         customer_id: body.customer_id.clone(),
@@ -89,7 +90,6 @@ pub(super) fn checkout(
         expires_at: held.then(|| now + chrono::Duration::seconds(product.hold_seconds.into())),
         created_at: now,
     };
-    let order_id = order.id.clone();
     let hold = order.expires_at.map(|expires_at| HeldOrder {
         id: order.id.clone(),
         customer_id: order.customer_id.clone(),
@@ -98,7 +98,7 @@ pub(super) fn checkout(
     });
     let new_order = NewOrder {
         order,
-        idempotency_key: cmd.idempotency_key.clone(),
+        idempotency_key: cmd.idempotency_key,
         request_hash: cmd.request_hash,
         api_key_id: cmd.api_key_id,
         client_addr: cmd.client_addr,
@@ -112,17 +112,23 @@ pub(super) fn checkout(
         deadline,
         fence: loaded.fence,
     };
+    // Recorded before it goes: a retry must find the key as soon as the write can be.
+    loaded.keys.record(
+        &write.order.idempotency_key,
+        order_bits,
+        write.order.request_hash,
+    );
     match shared.writer.send(write, deadline) {
         Ok(()) => {
-            loaded
-                .keys
-                .record(cmd.idempotency_key, order_id, cmd.request_hash);
             loaded.touch(now);
             if let Some(hold) = hold {
                 loaded.holds.arm(hold, ctx);
             }
         }
         Err(Refused::Full(w) | Refused::Closed(w)) => {
+            loaded
+                .keys
+                .forget(&w.order.idempotency_key, &w.order.order.id);
             loaded.ledger.give_back(&body.customer_id, body.quantity);
             let _ = w.reply.send(Err(Failure::Overloaded));
         }

@@ -10,17 +10,39 @@
 //! - exactly, the keys of orders sent to the writer in the last [`Keys::horizon`], the
 //!   only ones whose outcome the database may not know yet (after it, every write the
 //!   actor started is over, and the database is the truth).
+//!
+//! The recent keys are kept in two generations, each at most a horizon long: when the
+//! current one is a horizon old, the one before it (all of whose keys are older than a
+//! horizon) is emptied and becomes the current one. So no insert ever sweeps the keys,
+//! and an entry is 64 bytes with nothing on the heap (a 128-bit keyed hash of the key,
+//! the order id's 128 bits, the request hash): emptying a generation frees nothing one
+//! by one. In a stampede a generation holds hundreds of thousands of keys; with the
+//! keys as strings and a sweep at every doubling, each sweep and each growth of the map
+//! stopped the product, and every buyer of it, for up to a quarter of a second.
 
-use foldhash::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use growable_bloom_filter::GrowableBloom;
 
+use crate::domain::ids::id_from_bits;
+use crate::domain::spread::Spread;
+
 /// False positives of the filter (each costs a key lookup in the database).
 const ERROR_RATIO: f64 = 0.01;
-/// Recent keys kept before the first sweep of the expired ones is due.
-const SWEEP_AT: usize = 64;
+
+/// The process's two keys for [`key_tag`] (SipHash-1-3 under keys drawn at random when
+/// the process starts: nobody can craft a key whose tag is another's).
+static KEY_TAG: LazyLock<(RandomState, RandomState)> =
+    LazyLock::new(|| (RandomState::new(), RandomState::new()));
+
+/// What the recent keys keep of a key: its keyed 128-bit hash. Two keys of one product
+/// share one by chance with odds of about n²/2¹²⁹ for n keys.
+fn key_tag(key: &str) -> u128 {
+    let (a, b) = &*KEY_TAG;
+    (u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key))
+}
 
 /// What a checkout's key is to this product.
 pub(super) enum KeyUse {
@@ -32,22 +54,22 @@ pub(super) enum KeyUse {
     New,
 }
 
+#[derive(Clone, Copy)]
 struct Recent {
-    order_id: String,
+    /// The order id's bits ([`crate::domain::ids::new_id_bits`]).
+    order: u128,
     request_hash: [u8; 32],
-    sent: Instant,
 }
 
 pub(super) struct Keys {
     /// Every key with an order (copied on write: the gate shares it while sold out).
     filter: Option<Arc<GrowableBloom>>,
-    recent: HashMap<String, Recent>,
+    /// The keys sent since `since`.
+    current: Spread<u128, Recent>,
+    /// The keys sent in the horizon before `since`.
+    previous: Spread<u128, Recent>,
+    since: Instant,
     horizon: Duration,
-    /// The size of `recent` at which the next sweep runs: twice what the last one
-    /// kept, so that a sweep (a pass over every recent key) is paid for by as many
-    /// inserts. In a stampede `recent` holds every key of the last horizon (thousands):
-    /// a sweep at every insert once past a fixed size took most of the server's CPU.
-    sweep_at: usize,
 }
 
 impl Keys {
@@ -65,16 +87,18 @@ impl Keys {
         });
         Keys {
             filter,
-            recent: HashMap::default(),
+            current: Spread::default(),
+            previous: Spread::default(),
+            since: Instant::now(),
             horizon,
-            sweep_at: SWEEP_AT,
         }
     }
 
     /// `checked`: the caller already asked the database, which has no order under it.
     pub(super) fn find(&self, key: &str, checked: bool) -> KeyUse {
-        if let Some(r) = self.recent.get(key) {
-            return KeyUse::Recent(r.order_id.clone(), r.request_hash.to_vec());
+        let tag = key_tag(key);
+        if let Some(r) = self.current.get(tag).or_else(|| self.previous.get(tag)) {
+            return KeyUse::Recent(id_from_bits("ord", r.order), r.request_hash.to_vec());
         }
         if !checked && self.maybe_used(key) {
             return KeyUse::Maybe;
@@ -86,24 +110,31 @@ impl Keys {
         self.filter.as_ref().is_some_and(|f| f.contains(key))
     }
 
-    /// An order under `key` went to the writer.
-    pub(super) fn record(&mut self, key: String, order_id: String, request_hash: [u8; 32]) {
+    /// An order under `key` (the order id's bits: `order`) went to the writer.
+    pub(super) fn record(&mut self, key: &str, order: u128, request_hash: [u8; 32]) {
         let filter = self
             .filter
             .get_or_insert_with(|| Arc::new(GrowableBloom::new(ERROR_RATIO, 16)));
-        Arc::make_mut(filter).insert(key.as_str());
-        if self.recent.len() >= self.sweep_at {
-            let (horizon, now) = (self.horizon, Instant::now());
-            self.recent
-                .retain(|_, r| now.saturating_duration_since(r.sent) < horizon);
-            self.sweep_at = (self.recent.len() * 2).max(SWEEP_AT);
+        Arc::make_mut(filter).insert(key);
+        let now = Instant::now();
+        if now.saturating_duration_since(self.since) >= self.horizon {
+            // Every key of `previous` is older than a horizon. The emptied generation
+            // keeps its tables for the next one, unless the last was much smaller (the
+            // stampede is over: its memory goes back).
+            let sent = self.current.len();
+            std::mem::swap(&mut self.current, &mut self.previous);
+            if self.current.len() > 2 * sent + 1024 {
+                self.current = Spread::default();
+            } else {
+                self.current.clear();
+            }
+            self.since = now;
         }
-        self.recent.insert(
-            key,
+        self.current.insert(
+            key_tag(key),
             Recent {
-                order_id,
+                order,
                 request_hash,
-                sent: Instant::now(),
             },
         );
     }
@@ -111,9 +142,18 @@ impl Keys {
     /// The order under `key` did not become durable (the filter keeps the key: a
     /// "maybe" the database then answers).
     pub(super) fn forget(&mut self, key: &str, order_id: &str) {
-        if self.recent.get(key).is_some_and(|r| r.order_id == order_id) {
-            self.recent.remove(key);
+        let tag = key_tag(key);
+        let id = |r: &Recent| id_from_bits("ord", r.order) == order_id;
+        for generation in [&mut self.current, &mut self.previous] {
+            if generation.get(tag).is_some_and(id) {
+                generation.remove(tag);
+            }
         }
+    }
+
+    /// Keys with orders (as the filter counts them).
+    pub(super) fn len(&self) -> usize {
+        self.filter.as_ref().map_or(0, |f| f.len())
     }
 
     /// The filter, for the sold-out gate.
@@ -126,16 +166,28 @@ impl Keys {
 mod tests {
     use super::*;
 
+    fn order(i: u128) -> (u128, String) {
+        (i, id_from_bits("ord", i))
+    }
+
     #[test]
     fn a_recorded_key_is_never_new_and_an_unknown_one_rarely_maybe() {
         let stored: Vec<String> = (0..1000).map(|i| format!("old{i}")).collect();
-        let mut keys = Keys::from_db(stored.iter().map(String::as_str), Duration::ZERO);
+        let mut keys = Keys::from_db(stored.iter().map(String::as_str), Duration::from_secs(60));
         for k in &stored {
             assert!(matches!(keys.find(k, false), KeyUse::Maybe));
         }
-        keys.record("fresh".into(), "ord_1".into(), [7; 32]);
-        assert!(matches!(keys.find("fresh", true), KeyUse::Recent(id, _) if id == "ord_1"));
-        keys.forget("fresh", "ord_1");
+        let (bits, id) = order(1);
+        keys.record("fresh", bits, [7; 32]);
+        assert!(
+            matches!(keys.find("fresh", true), KeyUse::Recent(o, h) if o == id && h == [7; 32])
+        );
+        keys.forget("fresh", &order(2).1);
+        assert!(
+            matches!(keys.find("fresh", true), KeyUse::Recent(..)),
+            "another order's key stays"
+        );
+        keys.forget("fresh", &id);
         assert!(matches!(keys.find("fresh", false), KeyUse::Maybe));
         assert!(matches!(keys.find("fresh", true), KeyUse::New));
         let maybes = (0..10_000)
@@ -145,26 +197,27 @@ mod tests {
     }
 
     #[test]
-    fn recent_keys_are_kept_for_the_horizon_and_swept_after_it() {
-        // Within the horizon every key stays exact, and the sweeps space out as the
-        // keys grow (each pays for itself), instead of one at every insert.
-        let mut kept = Keys::from_db(std::iter::empty(), Duration::from_secs(3600));
-        for i in 0..10_000 {
-            kept.record(format!("k{i}"), format!("ord_{i}"), [0; 32]);
+    fn recent_keys_are_kept_for_a_horizon_at_least_and_two_at_most() {
+        let horizon = Duration::from_millis(300);
+        let mut keys = Keys::from_db(std::iter::empty(), horizon);
+        for i in 0..50_000 {
+            keys.record(&format!("k{i}"), i, [0; 32]);
         }
-        assert_eq!(kept.recent.len(), 10_000);
-        assert!(kept.sweep_at > 10_000, "next sweep at {}", kept.sweep_at);
-        assert!(matches!(kept.find("k0", true), KeyUse::Recent(id, _) if id == "ord_0"));
-        // Past the horizon they go (the filter still says "maybe").
-        let mut swept = Keys::from_db(std::iter::empty(), Duration::ZERO);
-        for i in 0..10_000 {
-            swept.record(format!("k{i}"), format!("ord_{i}"), [0; 32]);
-        }
-        assert!(
-            swept.recent.len() <= SWEEP_AT,
-            "{} kept",
-            swept.recent.len()
-        );
-        assert!(matches!(swept.find("k0", false), KeyUse::Maybe));
+        let started = Instant::now();
+        let first = |keys: &Keys| matches!(keys.find("k0", true), KeyUse::Recent(id, _) if id == order(0).1);
+        // Within the first horizon every key stays exact, however many.
+        assert!(first(&keys));
+        assert_eq!(keys.current.len() + keys.previous.len(), 50_000);
+        // A record after the horizon starts a generation: the first keys are still known.
+        std::thread::sleep(horizon.saturating_sub(started.elapsed()) + Duration::from_millis(10));
+        keys.record("later", 1_000_000, [0; 32]);
+        assert!(first(&keys), "a key under two horizons old was lost");
+        // Two generations on, they are gone (the filter still says "maybe").
+        std::thread::sleep(horizon + Duration::from_millis(10));
+        keys.record("later still", 1_000_001, [0; 32]);
+        assert!(!first(&keys));
+        assert!(matches!(keys.find("k0", false), KeyUse::Maybe));
+        assert!(matches!(keys.find("later", true), KeyUse::Recent(..)));
+        assert_eq!(keys.current.len() + keys.previous.len(), 2);
     }
 }

@@ -23,6 +23,10 @@ use actix::prelude::*;
 
 use super::{ProductActor, State};
 
+/// The most keys (orders) or customers of a product that compacts: one with more stays
+/// active until the idle time, then passivates (see `costly_to_reload`).
+const COMPACT_AT_MOST: usize = 10_000;
+
 /// The process's clock origin for [`Activity`].
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -74,6 +78,13 @@ impl ProductActor {
                 return;
             }
             let forget = !idle.is_zero() && act.published.idle_for() >= idle;
+            if !forget && act.costly_to_reload() {
+                // Compaction would save little next to what the product holds, and
+                // its next checkout would wait for all of it to load: a drop that
+                // pauses longer than the compaction time would start again on a stall
+                // (a quarter of a second for 300,000 orders). It passivates instead.
+                return;
+            }
             if forget || compact.is_zero() {
                 crate::metrics::PRODUCT_PASSIVATIONS.inc();
             } else {
@@ -93,6 +104,16 @@ impl ProductActor {
             loaded.snapshot(chrono::Utc::now());
             self.compacted = true;
         }
+    }
+
+    /// Whether loading the product again would read more than [`COMPACT_AT_MOST`] orders'
+    /// keys or customers.
+    fn costly_to_reload(&self) -> bool {
+        let State::Ready(loaded) = &self.state else {
+            return false;
+        };
+        let (keys, customers) = loaded.reload_size();
+        keys.max(customers) > COMPACT_AT_MOST
     }
 
     fn may_stop(&self, idle: Duration) -> bool {
