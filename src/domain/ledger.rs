@@ -12,20 +12,13 @@
 //! (about n²/2⁶⁵ for n customers of one product: one in 30 million for a million) make
 //! one of them count the other's units: a refusal too many, never a unit oversold.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::LazyLock;
-
-use super::spread::Spread;
+use super::spread::{tag64, Spread};
 
 use chrono::{DateTime, Utc};
 
-/// The process's key for [`customer_tag`].
-static CUSTOMER_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
-
 /// What the ledger keeps of a customer id: its keyed 64-bit hash.
 fn customer_tag(customer: &str) -> u64 {
-    CUSTOMER_KEY.hash_one(customer)
+    tag64(customer)
 }
 
 /// Why a checkout (or a confirm, cancel) is refused. Each maps to one stable error code.

@@ -8,12 +8,31 @@
 //! while small; past [`SPLIT_AT`] entries it becomes [`PARTS`] maps chosen by the key's
 //! bits, each of which grows on its own, so no insert moves more than a part.
 //!
-//! Keys are keyed hashes already (uniform bits), so a part is chosen by their low bits.
+//! Keys are keyed hashes already (uniform bits: [`tag64`], [`tag128`]), so a part is
+//! chosen by their low bits.
 
-use std::collections::hash_map::Entry;
-use std::hash::Hash;
+use std::collections::hash_map::{Entry, RandomState};
+use std::hash::{BuildHasher, Hash};
+use std::sync::LazyLock;
 
 use foldhash::HashMap;
+
+/// The process's keys for [`tag64`] and [`tag128`]: SipHash-1-3 (the standard library's
+/// `RandomState`) under keys drawn at random when the process starts, so nobody can
+/// craft a string whose tag is another's.
+static TAG_KEYS: LazyLock<(RandomState, RandomState)> =
+    LazyLock::new(|| (RandomState::new(), RandomState::new()));
+
+/// A string's keyed 64-bit hash, to keep in its place.
+pub fn tag64(s: &str) -> u64 {
+    TAG_KEYS.0.hash_one(s)
+}
+
+/// A string's keyed 128-bit hash (two 64-bit ones under independent keys), to keep in
+/// its place where a chance collision must be out of reach.
+pub fn tag128(s: &str) -> u128 {
+    (u128::from(TAG_KEYS.0.hash_one(s)) << 64) | u128::from(TAG_KEYS.1.hash_one(s))
+}
 
 /// Parts of a large map.
 const PARTS: usize = 64;
@@ -59,6 +78,15 @@ impl<K: PartKey, V> Spread<K, V> {
         }
     }
 
+    /// The map that holds `key`, as the map is.
+    fn part_mut(&mut self, key: K) -> &mut HashMap<K, V> {
+        match self {
+            Spread::One(map) => map,
+            Spread::Parts(parts) => &mut parts[key.part()],
+        }
+    }
+
+    /// The map that will hold `key`, once one map that is full has split.
     fn map_mut(&mut self, key: K) -> &mut HashMap<K, V> {
         if let Spread::One(map) = self {
             if map.len() >= SPLIT_AT {
@@ -73,10 +101,7 @@ impl<K: PartKey, V> Spread<K, V> {
                 *self = Spread::Parts(parts.into_boxed_slice());
             }
         }
-        match self {
-            Spread::One(map) => map,
-            Spread::Parts(parts) => &mut parts[key.part()],
-        }
+        self.part_mut(key)
     }
 
     pub fn get(&self, key: K) -> Option<&V> {
@@ -84,10 +109,7 @@ impl<K: PartKey, V> Spread<K, V> {
     }
 
     pub fn get_mut(&mut self, key: K) -> Option<&mut V> {
-        match self {
-            Spread::One(map) => map.get_mut(&key),
-            Spread::Parts(parts) => parts[key.part()].get_mut(&key),
-        }
+        self.part_mut(key).get_mut(&key)
     }
 
     pub fn entry(&mut self, key: K) -> Entry<'_, K, V> {
@@ -99,10 +121,7 @@ impl<K: PartKey, V> Spread<K, V> {
     }
 
     pub fn remove(&mut self, key: K) -> Option<V> {
-        match self {
-            Spread::One(map) => map.remove(&key),
-            Spread::Parts(parts) => parts[key.part()].remove(&key),
-        }
+        self.part_mut(key).remove(&key)
     }
 
     fn maps(&self) -> &[HashMap<K, V>] {

@@ -112,7 +112,8 @@ pub(super) fn checkout(
         deadline,
         fence: loaded.fence,
     };
-    // Recorded before it goes: a retry must find the key as soon as the write can be.
+    // Recorded from the order before the order moves to the writer (the actor handles
+    // no other message in between), and forgotten again if the writer refuses it.
     loaded.keys.record(
         &write.order.idempotency_key,
         order_bits,

@@ -20,14 +20,13 @@
 //! keys as strings and a sweep at every doubling, each sweep and each growth of the map
 //! stopped the product, and every buyer of it, for up to a quarter of a second.
 
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use growable_bloom_filter::GrowableBloom;
 
 use crate::domain::ids::id_from_bits;
-use crate::domain::spread::Spread;
+use crate::domain::spread::{tag128, Spread};
 
 /// False positives of the filter. Each costs a key lookup in the database and a second
 /// trip to the actor, also for a refusal after a sell-out, which is otherwise answered
@@ -35,16 +34,10 @@ use crate::domain::spread::Spread;
 /// a second; at 0.1 % the filter is half again as big (1.8 bytes a key against 1.2).
 const ERROR_RATIO: f64 = 0.001;
 
-/// The process's two keys for [`key_tag`] (SipHash-1-3 under keys drawn at random when
-/// the process starts: nobody can craft a key whose tag is another's).
-static KEY_TAG: LazyLock<(RandomState, RandomState)> =
-    LazyLock::new(|| (RandomState::new(), RandomState::new()));
-
 /// What the recent keys keep of a key: its keyed 128-bit hash. Two keys of one product
 /// share one by chance with odds of about n²/2¹²⁹ for n keys.
 fn key_tag(key: &str) -> u128 {
-    let (a, b) = &*KEY_TAG;
-    (u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key))
+    tag128(key)
 }
 
 /// What a checkout's key is to this product.

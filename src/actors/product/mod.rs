@@ -330,11 +330,6 @@ impl Loaded {
         self.publish_stock();
     }
 
-    /// What loading the product again would read: (keys with orders, customers).
-    pub(super) fn reload_size(&self) -> (usize, usize) {
-        (self.keys.len(), self.ledger.customers())
-    }
-
     /// New stored values (a PATCH); the stock numbers stay the ledger's.
     pub(super) fn replace_product(&mut self, row: Product) {
         let updated_at = row.updated_at;

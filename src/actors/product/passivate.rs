@@ -112,8 +112,7 @@ impl ProductActor {
         let State::Ready(loaded) = &self.state else {
             return false;
         };
-        let (keys, customers) = loaded.reload_size();
-        keys.max(customers) > COMPACT_AT_MOST
+        loaded.keys.len().max(loaded.ledger.customers()) > COMPACT_AT_MOST
     }
 
     fn may_stop(&self, idle: Duration) -> bool {
