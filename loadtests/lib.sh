@@ -383,20 +383,23 @@ wal_lsn() {
 }
 
 # run_wrk NAME SCRIPT DURATION [VAR=VALUE ...] -> $OUT/NAME.txt, $OUT/NAME.json
-# The JSON also gets the CPU time the server (server_cpu_s) and the private
-# PostgreSQL (db_cpu_s) spent while wrk ran, and the WAL it wrote (wal_bytes).
+# The JSON also gets the CPU time the server (server_cpu_s), the private PostgreSQL
+# (db_cpu_s) and wrk itself (client_cpu_s) spent while wrk ran, and the WAL written
+# (wal_bytes). wrk shares the machine's cores: a request that costs wrk more (a Lua-built
+# body, a body to match) leaves less CPU to the server, whatever the server spends.
 run_wrk() {
   local name=$1 script=$2 dur=$3
   shift 3
   local out="$OUT/$name.txt"
   log "phase $name: wrk -t$THREADS -c$CONNECTIONS -d$dur -s $script ($BASE)"
-  local rc=0 server0 server1 db0 db1 wal0 wal1
+  local rc=0 server0 server1 db0 db1 wal0 wal1 client TIMEFORMAT='%U %S'
   wal0=$(wal_lsn)
   # shellcheck disable=SC2046 # one PID per word
   server0=$(cpu "$SERVER_PID") db0=$(cpu $(db_pids))
-  env FS_RUN="$RUN_ID" FS_PHASE="$name" "$@" \
+  { time env FS_RUN="$RUN_ID" FS_PHASE="$name" "$@" \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --timeout "$WRK_TIMEOUT" --latency \
-    -s "$HERE/$script" "$BASE" >"$out" 2>&1 || rc=$?
+    -s "$HERE/$script" "$BASE" >"$out" 2>&1; } 2>"$OUT/$name.time" || rc=$?
+  client=$(awk '{ print $1 + $2 }' "$OUT/$name.time")
   # shellcheck disable=SC2046
   server1=$(cpu "$SERVER_PID") db1=$(cpu $(db_pids))
   wal1=$(wal_lsn)
@@ -406,12 +409,14 @@ run_wrk() {
   { grep '^FSBENCH_RESULT ' "$out" || true; } | tail -n 1 | cut -d' ' -f2- >"$OUT/$name.json"
   [[ -s "$OUT/$name.json" ]] || die "no FSBENCH_RESULT line from $script in phase $name; see $out"
   python3 - "$OUT/$name.json" "$(spent "$server0" "$server1")" "$(spent "$db0" "$db1")" "$CLK_TCK" \
-    "$([[ -n $DATA_DIR ]] && echo private || echo external)" "$wal0" "$wal1" <<'PY' ||
+    "$([[ -n $DATA_DIR ]] && echo private || echo external)" "$wal0" "$wal1" \
+    "${client:-0}" <<'PY' ||
 import json, sys
 path, server, db, hz, database = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 with open(path) as f:
     result = json.load(f)
 result["server_cpu_s"] = server / hz
+result["client_cpu_s"] = float(sys.argv[8])
 if database == "private":
     result["db_cpu_s"] = db / hz
 

@@ -199,10 +199,11 @@ lines += [
 # Where the CPU went: the server's and the private PostgreSQL's CPU time while wrk ran,
 # per request (per 201 for the hot SKU), and the server's against its /healthz rounds;
 # and the WAL the private PostgreSQL wrote meanwhile, per request.
-lines += ["", "CPU per request while the phase ran (`/proc`; wrk's own CPU not counted), "
-          "and WAL written (`pg_current_wal_insert_lsn()` difference):", "",
-          "| phase | server | × its /healthz rounds | private PostgreSQL | WAL |",
-          "|---|---|---|---|---|"]
+lines += ["", "CPU per request while the phase ran (server and PostgreSQL from `/proc`, wrk's "
+          "own from its user + system time: it shares the cores), and WAL written "
+          "(`pg_current_wal_insert_lsn()` difference):", "",
+          "| phase | server | × its /healthz rounds | private PostgreSQL | wrk | WAL |",
+          "|---|---|---|---|---|---|"]
 cpu = {}
 for label, res, count, ref in (("/healthz (hot-SKU rounds)", hz, "requests", None),
                                ("hot SKU, per 201", co, "created", hz),
@@ -213,12 +214,13 @@ for label, res, count, ref in (("/healthz (hot-SKU rounds)", hz, "requests", Non
                                ("product-304", p304, "requests", hz3),
                                ("list-50", ls, "requests", hz3)):
     server, db = per(res, "server_cpu_s", count), per(res, "db_cpu_s", count)
+    client = per(res, "client_cpu_s", count)
     wal = per(res, "wal_bytes", count, 1)
     base = per(ref, "server_cpu_s")
     factor = f"{server / base:.2f}" if server is not None and base else ""
     cpu[label] = {"server_us": server, "db_us": db, "vs_healthz": server / base if factor else None,
-                  "wal_bytes": wal}
-    lines.append(f"| {label} | {us(server)} | {factor} | {us(db)} | "
+                  "client_us": client, "wal_bytes": wal}
+    lines.append(f"| {label} | {us(server)} | {factor} | {us(db)} | {us(client)} | "
                  f"{'n/a' if wal is None else n(wal) + ' B'} |")
 if warnings:
     lines += ["", "Warnings:"] + [f"- {w}" for w in warnings]

@@ -55,7 +55,7 @@ fn to_value(order: &Order) -> Value {
 
 async fn order_of_store(state: &AppState, store_id: &str, id: &str) -> Result<Order, ApiError> {
     let client = state.pool.get().await?;
-    find_order(&**client, store_id, id)
+    find_order(&client, store_id, id)
         .await?
         .ok_or(ApiError::NotFound("order_not_found", "no such order"))
 }
@@ -78,7 +78,7 @@ pub async fn get_order(
     let (store_id, id) = (grant.store_id.as_str(), id.as_str());
     let order = state
         .read_found(Reader::Caller(caller.as_ref()), |client| async move {
-            find_order(&**client, store_id, id).await
+            find_order(&client, store_id, id).await
         })
         .await?
         .ok_or(ApiError::NotFound("order_not_found", "no such order"))?;

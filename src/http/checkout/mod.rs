@@ -235,7 +235,7 @@ async fn place_order(
     // knows. Found: replayed (or refused as reused); not found: a new checkout.
     if let Ok(Checkout::MaybeKnown(cmd)) = answer {
         let client = state.pool.get().await?;
-        match find_by_idempotency_key(&**client, &grant.store_id, key).await? {
+        match find_by_idempotency_key(&client, &grant.store_id, key).await? {
             Some((_, known)) if known != request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)
             }
@@ -274,12 +274,12 @@ async fn place_order(
                 return answer_known(&known, request_hash);
             }
             let client = state.pool.get().await?;
-            let order = find_order(&**client, &grant.store_id, &order_id).await?;
+            let order = find_order(&client, &grant.store_id, &order_id).await?;
             replay_stored(state, &grant.store_id, key, request_hash, order)
         }
         Ok(Checkout::Duplicate | Checkout::MaybeKnown(_)) => {
             let client = state.pool.get().await?;
-            match find_by_idempotency_key(&**client, &grant.store_id, key).await? {
+            match find_by_idempotency_key(&client, &grant.store_id, key).await? {
                 Some((_, known)) if known != request_hash => Err(ApiError::IdempotencyKeyReused),
                 found => replay_stored(
                     state,
