@@ -22,14 +22,28 @@ pub async fn fence(
     client: &impl GenericClient,
     fences: &[Fence],
 ) -> Result<(), tokio_postgres::Error> {
+    fence_with(client, FENCE, fences).await
+}
+
+/// The fence's statement, for a caller that prepares it once per connection (the order
+/// writer: unprepared, each batch paid a parse and a round trip for it).
+pub const FENCE: &str = "SELECT cluster_fence($1, $2)";
+
+/// [`fence`] with `statement`: [`FENCE`] or the statement prepared from it.
+pub async fn fence_with<S>(
+    client: &impl GenericClient,
+    statement: &S,
+    fences: &[Fence],
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio_postgres::ToStatement + Sync + Send + ?Sized,
+{
     let mut fences = fences.to_vec();
     fences.sort_unstable();
     fences.dedup();
     let shards: Vec<i32> = fences.iter().map(|f| f.shard).collect();
     let epochs: Vec<i64> = fences.iter().map(|f| f.epoch).collect();
-    client
-        .execute("SELECT cluster_fence($1, $2)", &[&shards, &epochs])
-        .await?;
+    client.execute(statement, &[&shards, &epochs]).await?;
     Ok(())
 }
 
