@@ -12,7 +12,7 @@
 //! | `FLASHSALE_DB_POOL_SIZE` | 16 | PostgreSQL connections in the pool |
 //! | `FLASHSALE_BATCH_MAX` | 512 | orders per write-behind transaction, at most |
 //! | `FLASHSALE_BATCH_LINGER_MS` | 2 | how long a batch waits to fill before it is written |
-//! | `FLASHSALE_BATCHES_IN_FLIGHT` | 4 | batches being committed at once, at most, by the whole cluster (each of N live instances: this ÷ N, at least 1) |
+//! | `FLASHSALE_BATCHES_IN_FLIGHT` | 4 | batches being committed at once, at most, by the whole cluster (each of N live instances: this ÷ N, at least 1); beside one in flight another starts only when a quarter of a full batch waits or the oldest order has waited 10 ms |
 //! | `FLASHSALE_MAILBOX_CAPACITY` | 4096 | bounded mailbox size of every actor |
 //! | `FLASHSALE_ARBITERS` | cores | threads that host store and product actors |
 //! | `FLASHSALE_HTTP_WORKERS` | cores | actix-web worker threads |

@@ -218,7 +218,7 @@ async fn round(inner: &Arc<Inner>, timers: &mut Timers) -> anyhow::Result<()> {
         troubled_lease_secs: inner.troubled_lease_secs,
         troubled_ids: &troubled,
     };
-    let claimed = claim_due(&**client, CLAIM_BATCH, &per_endpoint, &busy).await?;
+    let claimed = claim_due(&client, CLAIM_BATCH, &per_endpoint, &busy).await?;
     drop(client);
     let mut by_endpoint: HashMap<String, Vec<_>> = HashMap::new();
     for c in claimed {

@@ -111,6 +111,7 @@ pub(super) fn checkout(
         span: span.clone(),
         deadline,
         fence: loaded.fence,
+        sent: std::time::Instant::now(),
     };
     // Recorded from the order before the order moves to the writer (the actor handles
     // no other message in between), and forgotten again if the writer refuses it.

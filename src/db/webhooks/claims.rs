@@ -33,48 +33,52 @@ pub struct Claimed {
     pub attempt: u32,
 }
 
+/// [`claim_due`]'s statement (prepared once per connection: see the outbox's fan-out).
+const CLAIM_DUE: &str = "WITH ranked AS (
+        SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id
+                                        ORDER BY d.next_attempt_at, d.id) AS rank
+        FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+          AND e.status = 'enabled' AND NOT (d.endpoint_id = ANY ($3))
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_deliveries p
+              WHERE p.endpoint_id = d.endpoint_id AND p.subject_id = d.subject_id
+                AND p.status = 'pending' AND p.event_id < d.event_id)
+    ), due AS (
+        SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id
+        WHERE r.rank <= CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $6::bigint ELSE $2::bigint END
+          AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY r.rank, d.next_attempt_at LIMIT $1
+        FOR UPDATE OF d SKIP LOCKED
+    )
+    , claimed AS (
+        UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
+            CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $7::float8 ELSE $4::float8 END
+        FROM due, webhook_endpoints e
+        WHERE d.id = due.id AND e.id = d.endpoint_id
+        RETURNING d.id, d.endpoint_id, e.url, e.secret,
+                  CASE WHEN e.previous_until > now() THEN e.previous_secret END AS previous,
+                  d.event_id, d.item, d.attempt_count
+    )
+    SELECT c.id, c.endpoint_id, c.url, c.secret, c.previous,
+           o.event_id, o.type, o.created_at, o.data, c.attempt_count
+    FROM claimed c CROSS JOIN LATERAL outbox_event(c.event_id, c.item) o";
+
 /// Claims up to `limit` due deliveries, at most `per_endpoint`'s of any one endpoint and
 /// none of `busy` (endpoints this dispatcher has requests in flight to), skipping rows
 /// another dispatcher holds. A delivery whose endpoint has an earlier pending delivery
 /// about the same subject is not due: events about one subject go out in order. A claim
 /// is a lease: the row is due again when the lease ends unless its attempt is recorded.
 pub async fn claim_due(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Client,
     limit: i64,
     per_endpoint: &PerEndpoint<'_>,
     busy: &[String],
 ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(CLAIM_DUE).await?;
     let rows = client
         .query(
-            "WITH ranked AS (
-                SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id
-                                                ORDER BY d.next_attempt_at, d.id) AS rank
-                FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                  AND e.status = 'enabled' AND NOT (d.endpoint_id = ANY ($3))
-                  AND NOT EXISTS (
-                      SELECT 1 FROM webhook_deliveries p
-                      WHERE p.endpoint_id = d.endpoint_id AND p.subject_id = d.subject_id
-                        AND p.status = 'pending' AND p.event_id < d.event_id)
-            ), due AS (
-                SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id
-                WHERE r.rank <= CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $6::bigint ELSE $2::bigint END
-                  AND d.status = 'pending' AND d.next_attempt_at <= now()
-                ORDER BY r.rank, d.next_attempt_at LIMIT $1
-                FOR UPDATE OF d SKIP LOCKED
-            )
-            , claimed AS (
-                UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
-                    CASE WHEN d.endpoint_id = ANY ($5::text[]) THEN $7::float8 ELSE $4::float8 END
-                FROM due, webhook_endpoints e
-                WHERE d.id = due.id AND e.id = d.endpoint_id
-                RETURNING d.id, d.endpoint_id, e.url, e.secret,
-                          CASE WHEN e.previous_until > now() THEN e.previous_secret END AS previous,
-                          d.event_id, d.item, d.attempt_count
-            )
-            SELECT c.id, c.endpoint_id, c.url, c.secret, c.previous,
-                   o.event_id, o.type, o.created_at, o.data, c.attempt_count
-            FROM claimed c CROSS JOIN LATERAL outbox_event(c.event_id, c.item) o",
+            &statement,
             &[
                 &limit,
                 &per_endpoint.healthy,
