@@ -2,7 +2,7 @@
 //!
 //! Taken orders queue here. A batch is written when it holds `batch_max` orders or when
 //! the first of them has waited `batch_linger`, whichever comes first, in ONE transaction
-//! (see [`crate::db::orders::insert_batch`]). One batch commits at a time while that
+//! (see [`crate::db::batch::insert_batch`]). One batch commits at a time while that
 //! keeps up: the next forms meanwhile and grows (on two cores, a hot product's
 //! PostgreSQL CPU per order was about a quarter lower with one batch in flight than with
 //! four, each a quarter of the size). Beside a batch in flight another starts only when
@@ -13,7 +13,7 @@
 //! COMMIT was lost on the wire is reconciled against the database before anyone is
 //! answered, so a 201 is never sent for an order that is not there, nor stock given back
 //! for one that is. Reconciling first ends the batch's old backend
-//! ([`crate::db::orders::end_backend`]): until it is gone it could still commit.
+//! ([`crate::db::batch::end_backend`]): until it is gone it could still commit.
 //!
 //! Deadlines: a write whose caller has gone or whose time to start has passed is dropped
 //! (stock back, 503 `unavailable`) when it arrives and again when its batch is formed, so
@@ -33,10 +33,10 @@ use super::mailbox::{Deadline, Letter, Mail};
 use super::product::{CheckoutReply, GiveBack, ProductActor};
 use super::{Checkout, Failure};
 use crate::config::Settings;
-use crate::db::health::DbHealth;
-use crate::db::orders::{
+use crate::db::batch::{
     end_backend, existing_ids, insert_batch, Backend, BatchError, BatchProgress,
 };
+use crate::db::health::DbHealth;
 use crate::db::Pool;
 use crate::domain::order::NewOrder;
 use crate::metrics::{

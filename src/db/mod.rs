@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool, migrations, and the queries, one module per table group.
 //! Queries are plain SQL over a client so that what runs is what you read.
 
+pub mod batch;
 pub mod cluster;
 pub mod embedded;
 pub mod health;

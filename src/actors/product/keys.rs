@@ -1,7 +1,8 @@
 //! The idempotency keys a product has orders under, kept compactly.
 //!
 //! The database keeps every order's key (UNIQUE (store_id, idempotency_key)), and the
-//! writer's ON CONFLICT answers a duplicate with the existing order; the actor needs the
+//! writer answers a duplicate with the existing order (its batch goes again, skipping
+//! it: see [`crate::db::batch::insert_batch`]); the actor needs the
 //! keys only to let a known key replay rather than be refused (sold out, over the
 //! per-customer limit) and to answer a retry of a write still in flight. So it keeps:
 //! - a growable Bloom filter of every key with an order (under 0.1 % false positives

@@ -127,3 +127,67 @@ async fn concurrent_duplicates_of_one_key_buy_once() {
     let db = app.db().await;
     assert_eq!(stock_from_db(&db, &product).await, (100, 99, 1, 1));
 }
+
+/// A key is one per store: used on one product, it is refused on another (422), also
+/// when it comes with a crowd of new buyers whose orders share its batch. The writer's
+/// plain insert fails on the used key and the batch goes again without it: every other
+/// buyer gets their order, and the refused key takes no stock.
+#[actix_web::test]
+async fn a_key_used_on_another_product_is_refused_and_its_batch_still_commits() {
+    let app = spawn_app().await;
+    let store = app.create_store().await;
+    let first = app.create_product(&store, 10, json!({})).await;
+    let second = app.create_product(&store, 100, json!({})).await;
+    let used = app
+        .checkout(
+            &store.storefront,
+            "shared",
+            &checkout_body(&first, 1, "alice"),
+        )
+        .await;
+    assert_eq!(used.status(), 201);
+
+    let buyers = (0..30).map(|i| (format!("new-{i}"), format!("buyer-{i}")));
+    let results = futures_util::future::join_all(
+        buyers
+            .map(|(key, customer)| (key, customer, false))
+            .chain((0..5).map(|i| ("shared".to_owned(), format!("mallory-{i}"), true)))
+            .map(|(key, customer, shared)| {
+                let (app, store, second) = (&app, &store, &second);
+                async move {
+                    let body = checkout_body(second, 1, &customer);
+                    let response = app.checkout(&store.storefront, &key, &body).await;
+                    let status = response.status().as_u16();
+                    (shared, status, response.json::<Value>().await.unwrap())
+                }
+            }),
+    )
+    .await;
+    let mut refused = 0;
+    for (shared, status, body) in &results {
+        match (shared, status) {
+            (false, 201) => {}
+            (true, 422) => {
+                assert_eq!(body["code"], "idempotency_key_reused");
+                refused += 1;
+            }
+            (true, 409) => assert_eq!(body["code"], "idempotency_in_progress"),
+            _ => panic!("unexpected {status} (shared key: {shared}): {body}"),
+        }
+    }
+    assert!(refused >= 1, "the used key was never refused: {results:?}");
+    assert_problem(
+        app.checkout(
+            &store.storefront,
+            "shared",
+            &checkout_body(&second, 1, "mallory"),
+        )
+        .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    let db = app.db().await;
+    assert_eq!(stock_from_db(&db, &first).await, (10, 9, 1, 1));
+    assert_eq!(stock_from_db(&db, &second).await, (100, 70, 30, 30));
+}
