@@ -175,7 +175,7 @@ async fn write_once(
     batch: &[&NewOrder],
     fences: &[super::cluster::Fence],
     progress: &BatchProgress,
-    insert: &str,
+    insert: &'static str,
 ) -> Result<HashSet<String>, BatchError> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -221,26 +221,17 @@ async fn write_once(
     // COMMIT back to back, and the next batch's UPDATE waits only for this one's WAL
     // flush. (With a round trip in between, every batch held the lock while the writer's
     // thread got scheduled, and the batches in flight committed one by one.)
-    let insert = client
-        .prepare_cached(insert)
-        .await
-        .map_err(BatchError::RolledBack)?;
-    let take = client
-        .prepare_cached(TAKE_STOCK)
-        .await
-        .map_err(BatchError::RolledBack)?;
-    let lock = client
-        .prepare_cached(LOCK_PRODUCTS)
-        .await
-        .map_err(BatchError::RolledBack)?;
-    let this_backend = client
-        .prepare_cached(THIS_BACKEND)
-        .await
-        .map_err(BatchError::RolledBack)?;
-    let fence = client
-        .prepare_cached(super::cluster::FENCE)
-        .await
-        .map_err(BatchError::RolledBack)?;
+    let prepare = |sql: &'static str| async move {
+        client
+            .prepare_cached(sql)
+            .await
+            .map_err(BatchError::RolledBack)
+    };
+    let insert = prepare(insert).await?;
+    let take = prepare(TAKE_STOCK).await?;
+    let lock = prepare(LOCK_PRODUCTS).await?;
+    let this_backend = prepare(THIS_BACKEND).await?;
+    let fence = prepare(super::cluster::FENCE).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &ids,
         &store_ids,
