@@ -8,9 +8,8 @@
 //! - a growable Bloom filter of every key with an order (under 0.1 % false positives
 //!   however it grew; 2.3 bytes a key as loaded, 3–4 as grown key by key, which
 //!   reserves room ahead, and 600 bytes at least; none at all for a product without
-//!   orders):
-//!   "definitely not" is a new checkout, "maybe" sends the caller to ask the database
-//!   first;
+//!   orders): "definitely not" is a new checkout, "maybe" sends the caller to ask the
+//!   database first;
 //! - exactly, the keys of orders sent to the writer in the last [`Keys::horizon`], the
 //!   only ones whose outcome the database may not know yet (after it, every write the
 //!   actor started is over, and the database is the truth).
