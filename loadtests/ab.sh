@@ -200,6 +200,10 @@ write_env "database=private PostgreSQL per server (fresh temp dirs)" \
   "baseline_bin=$A_BIN$([[ -n $BASELINE_BIN ]] && echo ' (BASELINE_BIN)')" \
   "baseline_listen=$BASELINE_LISTEN" "current_bin=$B_BIN" "soldout_stock=$AB_SOLDOUT_STOCK"
 
+for label in A B; do
+  use_server "$label"
+  steady_wal
+done
 if [[ $WARMUP != 0 ]]; then
   for label in A B; do
     use_server "$label"

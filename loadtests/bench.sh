@@ -25,6 +25,8 @@
 #                          against the current tree, alternating round by round; ab.sh)
 # Knobs (environment):     see loadtests/README.md or `loadtests/bench.sh --help`
 #   DURATION=15s ROUNDS=5 CONNECTIONS=256 THREADS=1 WARMUP=3s BENCH_LISTEN=127.0.0.1:18080
+#   WAL_WARM=1024 (MiB of WAL written and checkpointed first, as on a database that has
+#   been up: see steady_wal in lib.sh; 0 for none)
 #   SELLOUT_STOCK=10000 SELLOUT_BUYERS=100000 SELLOUT_TIMEOUT=120s LIST_PRODUCTS=60
 #   DATABASE_URL=... (else a private PostgreSQL in a fresh temp dir)
 #   SKIP_BUILD=1 FLASHSALE_BIN=path READY_TIMEOUT=120 WRK_TIMEOUT=5s SETTLE_TIMEOUT=30
@@ -116,6 +118,7 @@ check_status() {
 # ---------------------------------------------------------------- phases ----
 checkout_env=(FS_STOREFRONT_KEY="$PK")
 
+steady_wal
 if [[ $WARMUP != 0 ]]; then
   run_wrk warmup checkout.lua "$WARMUP" "${checkout_env[@]}" FS_PRODUCT_ID="$HOT_ID"
 fi

@@ -18,6 +18,7 @@ ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-256}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-3s}
+WAL_WARM=${WAL_WARM:-1024}
 BENCH_LISTEN=${BENCH_LISTEN:-127.0.0.1:18080}
 SELLOUT_STOCK=${SELLOUT_STOCK:-10000}
 SELLOUT_BUYERS=${SELLOUT_BUYERS:-100000}
@@ -84,6 +85,7 @@ check_settings() {
   is_uint "$READY_TIMEOUT" || die "READY_TIMEOUT must be whole seconds, got '$READY_TIMEOUT'"
   is_uint "$STOP_TIMEOUT" || die "STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'"
   is_uint "$SETTLE_TIMEOUT" || die "SETTLE_TIMEOUT must be whole seconds, got '$SETTLE_TIMEOUT'"
+  is_uint "$WAL_WARM" || die "WAL_WARM must be whole MiB (0: none), got '$WAL_WARM'"
   local v
   for v in DURATION SELLOUT_TIMEOUT WRK_TIMEOUT; do
     is_duration "${!v}" || die "$v must look like 15, 15s, 2m or 1h, got '${!v}'"
@@ -368,18 +370,42 @@ settle() {
   warn "servers and databases still busy ${SETTLE_TIMEOUT}s after the last phase; going on"
 }
 
-# wal_lsn: the private PostgreSQL's current WAL insert position (like 0/1A2B3C4D), or
-# nothing (DATABASE_URL, no psql, no answer within 10 s). Its port is line 4 of
-# postmaster.pid; the server keeps the superuser's password beside pgdata/.
-wal_lsn() {
-  [[ -n $DATA_DIR && -r $DATA_DIR/password && -r $DATA_DIR/pgdata/postmaster.pid ]] || return 0
-  command -v psql >/dev/null || return 0
-  local port
+# db_sql SQL ...: runs each SQL (one psql -c apiece) as the superuser of the current
+# server's private PostgreSQL and prints the rows; nothing, and status 1, with
+# DATABASE_URL, without psql or without an answer within DB_SQL_TIMEOUT seconds (600).
+# Its port is line 4 of postmaster.pid; the server keeps the superuser's password
+# beside pgdata/.
+db_sql() {
+  [[ -n $DATA_DIR && -r $DATA_DIR/password && -r $DATA_DIR/pgdata/postmaster.pid ]] || return 1
+  command -v psql >/dev/null || return 1
+  local port sql args=()
   port=$(sed -n 4p "$DATA_DIR/pgdata/postmaster.pid")
-  [[ $port =~ ^[0-9]+$ ]] || return 0
-  PGPASSWORD=$(<"$DATA_DIR/password") PGCONNECT_TIMEOUT=5 timeout 10 \
-    psql -qAtX -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-    -c 'SELECT pg_current_wal_insert_lsn()' 2>/dev/null || true
+  [[ $port =~ ^[0-9]+$ ]] || return 1
+  for sql in "$@"; do args+=(-c "$sql"); done
+  PGPASSWORD=$(<"$DATA_DIR/password") PGCONNECT_TIMEOUT=5 timeout "${DB_SQL_TIMEOUT:-600}" \
+    psql -qAtX -h 127.0.0.1 -p "$port" -U postgres -d postgres "${args[@]}" 2>/dev/null
+}
+
+# wal_lsn: the private PostgreSQL's current WAL insert position (like 0/1A2B3C4D), or
+# nothing (DATABASE_URL, no psql, no answer within 10 s).
+wal_lsn() {
+  DB_SQL_TIMEOUT=10 db_sql 'SELECT pg_current_wal_insert_lsn()' || true
+}
+
+# steady_wal: brings the current server's private PostgreSQL to a long-running
+# database's state before anything is measured: WAL_WARM MiB of WAL written (a table
+# made and dropped), then a CHECKPOINT, which keeps those segments for reuse. A fresh
+# initdb has none: every 16 MiB of WAL then costs a new segment, zero-filled and
+# fsynced while the batches in flight wait (at 20,000 orders/s, one every 0.8 s, each a
+# 30-70 ms stall of every COMMIT in PostgreSQL's log), where a database that has been
+# up recycles its old segments. Nothing with DATABASE_URL or WAL_WARM=0.
+steady_wal() {
+  ((WAL_WARM > 0)) && [[ -n $DATA_DIR ]] || return 0
+  log "steady-state WAL: $WAL_WARM MiB written and dropped, then CHECKPOINT ($SERVER_LOG's database)"
+  # About 1,000 rows of 1 kB make a MiB of WAL.
+  db_sql "CREATE TABLE bench_wal_warm AS SELECT repeat('x', 1000) AS pad FROM generate_series(1, $((WAL_WARM * 1000)))" \
+    "DROP TABLE bench_wal_warm" "CHECKPOINT" >/dev/null ||
+    warn "could not prepare the WAL of $SERVER_LOG's database; its first rounds may stall on new WAL segments"
 }
 
 # run_wrk NAME SCRIPT DURATION [VAR=VALUE ...] -> $OUT/NAME.txt, $OUT/NAME.json
@@ -447,6 +473,7 @@ write_env() {
     echo "connections=$CONNECTIONS"
     echo "threads=$THREADS"
     echo "warmup=$WARMUP"
+    echo "wal_warm_mib=$WAL_WARM"
     echo "sellout_stock=$SELLOUT_STOCK"
     echo "sellout_buyers=$SELLOUT_BUYERS"
     echo "list_products=$LIST_PRODUCTS"
