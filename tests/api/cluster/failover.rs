@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use super::{
-    assert_stock_adds_up, buy_until_definitive, checkout_at, metric_sum, open_shop, owner_of,
-    start_cluster, wait_spread, LEASE_SECS,
+    assert_stock_adds_up, buy_until_definitive, checkout_at, checkout_within, metric_sum,
+    open_shop, owner_of, start_cluster, wait_spread, LEASE_SECS,
 };
 use crate::binary::Binary;
 use crate::helpers::{connect, fresh_database};
@@ -205,8 +205,9 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
     ];
     let mut paused_env = common.to_vec();
     paused_env.push(("FLASHSALE_BATCH_LINGER_MS", "4000"));
-    // Time enough for the pause: its orders are still due when it wakes.
-    paused_env.push(("FLASHSALE_REQUEST_DEADLINE_MS", "30000"));
+    // Time enough for the pause, however slow the machine: its orders are still due
+    // when it wakes (not dropped as late), so its batch meets the fence.
+    paused_env.push(("FLASHSALE_REQUEST_DEADLINE_MS", "120000"));
     let nodes = vec![
         Binary::start(&db_url, &paused_env).await,
         Binary::start(&db_url, &common).await,
@@ -235,13 +236,14 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
             product.clone(),
         );
         in_flight.push(actix_web::rt::spawn(async move {
-            checkout_at(
+            checkout_within(
                 &client,
                 &base,
                 &token,
                 &product,
                 &format!("paused-{i}"),
                 false,
+                Duration::from_secs(150),
             )
             .await
         }));
@@ -255,6 +257,7 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
     }
     let pid = Pid::from_raw(a.child.id() as i32);
     kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let paused_at = Instant::now();
 
     // The other instance takes the shard over once the lease lapses, and sells.
     let until = Instant::now() + Duration::from_secs(6 * LEASE_SECS);
@@ -284,10 +287,14 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
 
     // Woken, the former owner writes its queued batch under the old epoch: refused.
     kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let paused_for = paused_at.elapsed();
     for task in in_flight {
         let answer = task.await.unwrap();
         if let Some(a) = answer {
-            assert_eq!(a.status, 503, "a paused owner's order is not made: {a:?}");
+            assert_eq!(
+                a.status, 503,
+                "a paused owner's order is not made (paused for {paused_for:?}): {a:?}"
+            );
         }
     }
     let paused: i64 = db
@@ -301,5 +308,8 @@ async fn a_paused_owner_commits_nothing_once_another_took_its_shards() {
     assert_eq!(paused, 0, "the paused owner committed nothing");
     assert_eq!(assert_stock_adds_up(&db, &product).await, 20);
     let fenced = metric_sum(&[a], "flashsale_cluster_fenced_total{write=\"checkout\"}").await;
-    assert!(fenced >= 1.0, "its batch was refused by the fence");
+    assert!(
+        fenced >= 1.0,
+        "its batch was refused by the fence (paused for {paused_for:?})"
+    );
 }

@@ -107,6 +107,28 @@ pub async fn checkout_at(
     key: &str,
     by_path: bool,
 ) -> Option<Answer> {
+    checkout_within(
+        client,
+        base,
+        token,
+        product,
+        key,
+        by_path,
+        Duration::from_secs(45),
+    )
+    .await
+}
+
+/// [`checkout_at`], waiting up to `patience` for the answer (a paused server's).
+pub async fn checkout_within(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    product: &str,
+    key: &str,
+    by_path: bool,
+    patience: Duration,
+) -> Option<Answer> {
     let url = if by_path {
         format!("{base}/api/v1/products/{product}/checkout")
     } else {
@@ -117,7 +139,7 @@ pub async fn checkout_at(
         .bearer_auth(token)
         .header("Idempotency-Key", key)
         .json(&checkout_body(product, 1, &format!("buyer-{key}")))
-        .timeout(Duration::from_secs(45))
+        .timeout(patience)
         .send()
         .await
         .ok()?;
