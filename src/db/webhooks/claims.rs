@@ -33,8 +33,11 @@ pub struct Claimed {
     pub attempt: u32,
 }
 
-/// [`claim_due`]'s statement (prepared once per connection: see the outbox's fan-out).
-const CLAIM_DUE: &str = "WITH ranked AS (
+/// [`claim_due`]'s statement. Planned afresh at each claim, never cached: a plan made
+/// while the deliveries table was small (a generic plan of a cached statement is kept
+/// until the next ANALYZE) walks every pending row once per due row when a sell-out
+/// has queued ten thousand, and a claim outlived the statement timeout.
+const CLAIM_DUE: &str = "WITH ranked AS MATERIALIZED (
         SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id
                                         ORDER BY d.next_attempt_at, d.id) AS rank
         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -75,10 +78,9 @@ pub async fn claim_due(
     per_endpoint: &PerEndpoint<'_>,
     busy: &[String],
 ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(CLAIM_DUE).await?;
     let rows = client
         .query(
-            &statement,
+            CLAIM_DUE,
             &[
                 &limit,
                 &per_endpoint.healthy,
