@@ -40,9 +40,12 @@ async fn three_dispatchers_deliver_every_event_once() {
         ],
     )
     .await;
-    // A receiver that takes a moment over each POST, so that the three dispatchers'
-    // claims overlap in time.
-    let receiver = Receiver::start(Arc::new(|_, _| (200, Duration::from_millis(15)))).await;
+    // A receiver that takes a while over each POST, so that the three dispatchers'
+    // claims overlap in time: a dispatcher with requests in flight to the endpoint
+    // claims none of its later deliveries, which are left to the others. (At 15 ms, the
+    // instance whose writer committed, dispatching right after its batch, could claim
+    // every event of a fast sell-out alone.)
+    let receiver = Receiver::start(Arc::new(|_, _| (200, Duration::from_millis(150)))).await;
     let (products, stock, buyers_each) = (4, 25, 35);
     let first = nodes[0].open_shop(stock, json!({})).await;
     let endpoint = subscribe_at(&nodes[1], &first.admin, &receiver.url).await;
