@@ -299,14 +299,29 @@ async fn listeners(db: &tokio_postgres::Client) -> Vec<i32> {
     .collect()
 }
 
+/// The listening backends once both instances have one (one each), by `until`.
+async fn both_listening(db: &tokio_postgres::Client, until: Instant) -> Vec<i32> {
+    loop {
+        let found = listeners(db).await;
+        if found.len() == 2 {
+            return found;
+        }
+        assert!(
+            Instant::now() < until,
+            "one listening connection per instance: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_web::test]
 async fn a_lost_listening_connection_is_made_again_and_what_it_missed_is_forgotten() {
     let db_url = fresh_database().await;
     let nodes = start_cluster(&db_url, 2, &[]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let db = connect(&db_url).await;
-    let before = listeners(&db).await;
-    assert_eq!(before.len(), 2, "one listening connection per instance");
+    // Each instance connects its listener in the background once it serves.
+    let before = both_listening(&db, Instant::now() + Duration::from_secs(10)).await;
     let shop = a.open_shop(10, json!({})).await;
     slow_down_creations(&db, 1.5).await;
     let (id, creation) = missing_on(&db, a, b, &shop).await;
@@ -358,12 +373,7 @@ async fn a_lost_listening_connection_is_made_again_and_what_it_missed_is_forgott
     }
     found_within(b, &shop.storefront, &id, Duration::from_millis(200)).await;
     // A too (its backoff may have it try a moment later).
-    let mut after = listeners(&db).await;
-    while after.len() != 2 {
-        assert!(Instant::now() < until, "both listen again: {after:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        after = listeners(&db).await;
-    }
+    let after = both_listening(&db, until).await;
     assert!(
         after.iter().all(|p| !before.contains(p)),
         "on new connections"
