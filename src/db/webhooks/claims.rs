@@ -38,9 +38,11 @@ pub struct Claimed {
 /// (migrations/V16), so a claim costs about its share, not the backlog: ranking every
 /// due delivery of every endpoint first took 300-500 ms a claim once a sell-out had
 /// queued 50,000, and deliveries went out at 200-450 a second. The claim then takes the
-/// first of each endpoint's, then the second of each, and so on, up to `$1`. Planned
-/// afresh at each claim, never cached: a generic plan made while the table was small
-/// is kept until the next ANALYZE.
+/// first of each endpoint's, then the second of each, and so on, up to `$1`, and locks
+/// only those (`SKIP LOCKED`, checked again once locked): a row lock is a write, and
+/// with many endpoints behind, their shares add up to far more than one claim takes.
+/// Planned afresh at each claim, never cached: a generic plan made while the table was
+/// small is kept until the next ANALYZE.
 ///
 /// Order per subject: a delivery waits while an earlier one about its subject to its
 /// endpoint is pending. `order.created` is the first event about its order, so it never
@@ -62,11 +64,13 @@ const CLAIM_DUE: &str = "WITH candidates AS MATERIALIZED (
                     AND p.status = 'pending' AND p.event_id < d.event_id))
             ORDER BY d.next_attempt_at, d.id
             LIMIT CASE WHEN e.id = ANY ($5::text[]) THEN $6::bigint ELSE $2::bigint END
-            FOR UPDATE OF d SKIP LOCKED
         ) d
         WHERE e.status = 'enabled' AND NOT (e.id = ANY ($3))
     ), due AS (
-        SELECT id FROM candidates ORDER BY rank, next_attempt_at LIMIT $1
+        SELECT d.id FROM webhook_deliveries d JOIN candidates c ON c.id = d.id
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY c.rank, c.next_attempt_at LIMIT $1
+        FOR UPDATE OF d SKIP LOCKED
     )
     , claimed AS (
         UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 second' *
