@@ -5,7 +5,8 @@
 //! timer (retries that fall due, sales that open):
 //! 1. `drop.live` for sales that opened (a conditional UPDATE claims each once);
 //! 2. fan-out: undelivered outbox events become one delivery row per matching endpoint
-//!    ([`crate::db::webhooks::fan_out`], the one reader of the outbox);
+//!    ([`crate::db::webhooks::fan_out`], the one reader of the outbox); after a burst
+//!    of them, the table's statistics are refreshed ([`ANALYZE_AFTER`]);
 //! 3. claim: due deliveries, none of an endpoint that has requests in flight, at most
 //!    [`CLAIM_HEALTHY`] of a healthy endpoint and [`MAX_IN_FLIGHT_PER_ENDPOINT`] of one
 //!    whose last batch went wrong, `FOR UPDATE SKIP LOCKED`, each a lease;
@@ -27,7 +28,8 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
-use crate::db::webhooks::{announce_drops, backlog, claim_due, fan_out, prune, record_attempts};
+use crate::db::webhooks::{analyze_deliveries, announce_drops, backlog, claim_due, fan_out};
+use crate::db::webhooks::{prune, record_attempts};
 use crate::db::webhooks::{AttemptRecord, Claimed, PerEndpoint};
 use crate::db::Pool;
 use crate::domain::webhook::RetrySchedule;
@@ -53,6 +55,12 @@ const DROPS_EVERY: Duration = Duration::from_millis(250);
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
 /// How often old events and deliveries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Deliveries fanned out since the claim's statistics were last refreshed before they
+/// are refreshed again ([`analyze_deliveries`]): a claim planned with statistics that
+/// saw none pending reads every pending row per candidate.
+const ANALYZE_AFTER: u64 = 1000;
+/// The least time between two such refreshes (a stampede fans out thousands a second).
+const ANALYZE_EVERY: Duration = Duration::from_secs(5);
 /// Lease beyond the attempt's own timeout, before another dispatcher may take it.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -171,6 +179,9 @@ struct Timers {
     drops: Option<Instant>,
     gauges: Option<Instant>,
     prune: Option<Instant>,
+    statistics: Option<Instant>,
+    /// Deliveries fanned out since `statistics`.
+    fanned: u64,
 }
 
 fn due(last: &mut Option<Instant>, every: Duration) -> bool {
@@ -202,7 +213,21 @@ async fn round(inner: &Arc<Inner>, timers: &mut Timers) -> anyhow::Result<()> {
             .with_label_values(&["deliveries"])
             .set(deliveries);
     }
-    while fan_out(&mut client, FAN_OUT_BATCH).await?.0 as i64 >= FAN_OUT_BATCH {}
+    loop {
+        let (events, deliveries) = fan_out(&mut client, FAN_OUT_BATCH).await?;
+        timers.fanned += deliveries;
+        if (events as i64) < FAN_OUT_BATCH {
+            break;
+        }
+    }
+    if timers.fanned >= ANALYZE_AFTER && due(&mut timers.statistics, ANALYZE_EVERY) {
+        analyze_deliveries(&**client).await?;
+        tracing::debug!(
+            deliveries.fanned = timers.fanned,
+            "webhook delivery statistics refreshed"
+        );
+        timers.fanned = 0;
+    }
     let busy: Vec<String> = inner.busy.lock().expect("busy").iter().cloned().collect();
     let troubled: Vec<String> = inner
         .troubled

@@ -16,7 +16,9 @@ mod endpoints;
 mod events;
 mod outbox;
 
-pub use claims::{claim_due, record_attempts, AttemptRecord, Claimed, PerEndpoint};
+pub use claims::{
+    analyze_deliveries, claim_due, record_attempts, AttemptRecord, Claimed, PerEndpoint,
+};
 pub use deliveries::{list_deliveries, retry_delivery, Attempt, Delivery, DELIVERY_PREFIX};
 pub use endpoints::{
     delete_endpoint, find_endpoint, insert_endpoint, list_endpoints, rotate_secret,

@@ -1,6 +1,7 @@
 //! Webhooks: a real HTTP receiver inside the test (actix-web on 127.0.0.1:0) records
 //! every delivery and answers as each test tells it to.
 
+mod burst;
 mod crash;
 mod delivery;
 mod order;
