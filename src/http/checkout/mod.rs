@@ -33,14 +33,28 @@ pub use idempotency::{optional_idempotency_key, IDEMPOTENCY_KEY, IDEMPOTENT_REPL
 
 pub const WAITING_ROOM_TOKEN: &str = "Waiting-Room-Token";
 
-/// `POST /checkout` body.
+/// `POST /checkout` body. Its strings are refused with a control character in them
+/// (Unicode's Cc), which the pattern states.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct CheckoutRequest {
+    /// The product (on `/products/{id}/checkout` it may be left out; if given, it must
+    /// be the path's).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     product_id: String,
     /// 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     quantity: i64,
     /// The store's own id for the buyer, 1–200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     customer_id: String,
     consent: ConsentRequest,
 }
@@ -49,6 +63,11 @@ pub struct CheckoutRequest {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct ConsentRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     terms_version: String,
     marketing: bool,
 }
@@ -72,7 +91,7 @@ struct Served {
 /// Buys `quantity` units of a product. 201 means the order is committed.
 #[utoipa::path(post, path = "/api/v1/checkout", tag = "checkout", request_body = CheckoutRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]*$", description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
     responses(
         (status = 201, body = Order, description = "Committed", headers(
             ("Location" = String, description = "the order's URL"),
@@ -97,7 +116,7 @@ pub async fn checkout(
 #[utoipa::path(post, path = "/api/v1/products/{id}/checkout", tag = "checkout", request_body = CheckoutRequest,
     security(("bearer" = [])),
     params(("id" = String, Path, description = "the product"),
-        ("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]*$", description = "1–255 visible ASCII characters; a retry with the same key and body returns the original answer")),
     responses(
         (status = 201, body = Order, description = "Committed", headers(
             ("Location" = String, description = "the order's URL"),
