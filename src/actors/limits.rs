@@ -41,6 +41,20 @@ pub struct StoreLimits {
     per_address: Option<(u32, DefaultKeyedRateLimiter<String>)>,
 }
 
+impl std::fmt::Debug for StoreLimits {
+    /// The rates (per second, this instance's share), not the limiters' state.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = |l: &Option<(u32, _)>| l.as_ref().map(|(r, _)| *r);
+        f.debug_struct("StoreLimits")
+            .field("instances", &self.instances)
+            .field("store", &self.store.as_ref().map(|(r, _)| *r))
+            .field("per_key", &rate(&self.per_key))
+            .field("per_customer", &rate(&self.per_customer))
+            .field("per_address", &rate(&self.per_address))
+            .finish()
+    }
+}
+
 fn quota(per_second: u32) -> Option<(u32, Quota)> {
     let rate = NonZeroU32::new(per_second)?;
     Some((per_second, Quota::per_second(rate).allow_burst(rate)))

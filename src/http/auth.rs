@@ -2,13 +2,16 @@
 
 use std::future::{ready, Ready};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::{Either, LocalBoxFuture};
 
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::errors::ApiError;
+use super::recent_keys;
 use super::{load_shared, AppState};
+use crate::actors::limits::StoreLimits;
 use crate::cluster::forward::{LimitsCounted, Via};
 use crate::db::stores::{find_key, KeyGrant};
 use crate::domain::ids::{hash_secret, KeyRole};
@@ -18,8 +21,9 @@ use crate::domain::ids::{hash_secret, KeyRole};
 pub enum Caller {
     /// The platform operator (`FLASHSALE_ADMIN_TOKEN`).
     Operator,
-    /// A store's admin or storefront key.
-    Key(Arc<KeyGrant>),
+    /// A store's admin or storefront key, and its store's rate limits (looked up once
+    /// per request, here).
+    Key(Arc<KeyGrant>, Arc<StoreLimits>),
 }
 
 /// Both store roles.
@@ -31,15 +35,23 @@ impl Caller {
     /// The store key behind this call, if its role is one of `roles`; else 403.
     pub fn store_key(&self, roles: &[KeyRole]) -> Result<&KeyGrant, ApiError> {
         match self {
-            Caller::Key(grant) if roles.contains(&grant.role) => Ok(grant),
+            Caller::Key(grant, _) if roles.contains(&grant.role) => Ok(grant),
             _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// The rate limits of the caller's store (`None` for the operator).
+    pub fn limits(&self) -> Option<&StoreLimits> {
+        match self {
+            Caller::Key(_, limits) => Some(limits),
+            Caller::Operator => None,
         }
     }
 
     pub fn require_operator(&self) -> Result<(), ApiError> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Key(_) => Err(ApiError::Forbidden),
+            Caller::Key(..) => Err(ApiError::Forbidden),
         }
     }
 }
@@ -60,6 +72,18 @@ impl FromRequest for Caller {
         let (Some(token), Some(state)) = (token, req.app_data::<web::Data<AppState>>()) else {
             return Either::Left(ready(Err(ApiError::Unauthorized)));
         };
+        // Counted once in the cluster: by the instance that authenticated it first.
+        let counted = || {
+            req.extensions()
+                .get::<Via>()
+                .is_some_and(|v| v.limits_counted)
+        };
+        // A key this worker admitted a moment ago: no hash, no shared cache.
+        let now = Instant::now();
+        if let Some(grant) = recent_keys::grant(token, now) {
+            crate::metrics::cache_lookup("api_keys", true);
+            return Either::Left(ready(admit_key(req, state, Some(grant), counted())));
+        }
         let hash = hash_secret(token);
         if hash == state.admin_token_hash {
             return Either::Left(ready(Ok(Caller::Operator)));
@@ -68,13 +92,12 @@ impl FromRequest for Caller {
         if !crate::domain::ids::is_key_shaped(token) {
             return Either::Left(ready(Err(ApiError::Unauthorized)));
         }
-        // Counted once in the cluster: by the instance that authenticated it first.
-        let counted = req
-            .extensions()
-            .get::<Via>()
-            .is_some_and(|v| v.limits_counted);
+        let counted = counted();
         if let Some(grant) = state.keys.get(&hash) {
             crate::metrics::cache_lookup("api_keys", true);
+            if let Some(grant) = &grant {
+                recent_keys::remember(token, grant, now);
+            }
             return Either::Left(ready(admit_key(req, state, grant, counted)));
         }
         let (state, req) = (state.clone(), req.clone());
@@ -134,9 +157,10 @@ fn admit_key(
     counted: bool,
 ) -> Result<Caller, ApiError> {
     let grant = grant.ok_or(ApiError::Unauthorized)?;
+    let limits = state.actors.limits(&grant);
     if !counted {
-        state.actors.limits(&grant).check_request(&grant.key_id)?;
+        limits.check_request(&grant.key_id)?;
         req.extensions_mut().insert(LimitsCounted);
     }
-    Ok(Caller::Key(grant))
+    Ok(Caller::Key(grant, limits))
 }

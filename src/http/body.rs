@@ -55,15 +55,42 @@ impl RawBody {
             if declared.is_some_and(|n| n > limit) {
                 return Err(ApiError::PayloadTooLarge(limit));
             }
+            let next = |chunk: Option<Result<web::Bytes, _>>| {
+                chunk
+                    .transpose()
+                    .map_err(|e: actix_web::error::PayloadError| {
+                        ApiError::MalformedBody(e.to_string())
+                    })
+            };
+            // A body that came in one chunk (the usual case) is kept as it is, uncopied.
+            let Some(first) = next(payload.next().await)? else {
+                return Ok(RawBody(web::Bytes::new()));
+            };
+            if first.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            let Some(second) = next(payload.next().await)? else {
+                return Ok(RawBody(first));
+            };
             // Sized for the declared body (within bounds), so that it is copied once.
-            let mut bytes =
-                web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit).min(16 * 1024));
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::MalformedBody(e.to_string()))?;
-                if bytes.len() + chunk.len() > limit {
+            let mut bytes = web::BytesMut::with_capacity(
+                declared
+                    .unwrap_or(0)
+                    .max(first.len() + second.len())
+                    .min(limit)
+                    .min(16 * 1024),
+            );
+            let mut chunk = Some(first);
+            let mut after = Some(second);
+            while let Some(part) = chunk {
+                if bytes.len() + part.len() > limit {
                     return Err(ApiError::PayloadTooLarge(limit));
                 }
-                bytes.extend_from_slice(&chunk);
+                bytes.extend_from_slice(&part);
+                chunk = match after.take() {
+                    Some(part) => Some(part),
+                    None => next(payload.next().await)?,
+                };
             }
             Ok(RawBody(bytes.freeze()))
         }

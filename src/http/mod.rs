@@ -18,6 +18,7 @@ pub mod orders;
 pub mod products;
 pub mod query;
 pub mod queue;
+mod recent_keys;
 pub mod routing;
 pub mod stores;
 pub mod webhooks;

@@ -74,7 +74,7 @@ pub async fn get_store(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = ApiError::NotFound("store_not_found", "no such store");
-    if let Caller::Key(grant) = &caller {
+    if let Caller::Key(grant, _) = &caller {
         // Another store's key sees nothing, exactly as if the store did not exist.
         if grant.store_id != *id {
             return Err(not_found);

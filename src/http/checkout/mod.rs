@@ -191,7 +191,7 @@ async fn place_order(
             outcome: "forwarded",
         });
     }
-    let limits = state.actors.limits(grant);
+    let limits = caller.limits().ok_or(ApiError::Forbidden)?;
     let limit_addr = if limits.limits_addresses() {
         super::buyer_addr(req, state)
     } else {
