@@ -77,7 +77,11 @@ pub(super) struct CheckoutFields<'a> {
 }
 
 /// What [`Fields::string`] accepts: `len` characters, none of them a control character.
+/// ASCII (the usual ids) is checked byte by byte, without decoding characters.
 fn plain_string(s: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    if s.is_ascii() {
+        return len.contains(&s.len()) && !s.bytes().any(|b| b.is_ascii_control());
+    }
     len.contains(&s.chars().count()) && !s.chars().any(char::is_control)
 }
 
@@ -173,6 +177,8 @@ mod tests {
             r#"{"product_id":null,"quantity":2,"customer_id":"c-1","consent":{"terms_version":"v1","marketing":false}}"#,
             r#"{"product_id":"prd_1","quantity":2,"customer_id":"c\u00e9","consent":{"terms_version":"v1","marketing":false}}"#,
             r#"{"product_id":"prd_1","quantity":2,"customer_id":"c\u0001","consent":{"terms_version":"v1","marketing":false}}"#,
+            r#"{"product_id":"prd_1","quantity":2,"customer_id":"c\u007f","consent":{"terms_version":"v1","marketing":false}}"#,
+            r#"{"product_id":"prd_1","quantity":2,"customer_id":"c\u0085","consent":{"terms_version":"v1","marketing":false}}"#,
             r#"{"product_id":"prd_1","quantity":0,"customer_id":"c","consent":{"terms_version":"v1","marketing":false}}"#,
             r#"{"product_id":"prd_1","quantity":1.0,"customer_id":"c","consent":{"terms_version":"v1","marketing":false}}"#,
             r#"{"product_id":"prd_1","quantity":101,"customer_id":"c","consent":{"terms_version":"v1","marketing":false}}"#,
@@ -190,9 +196,24 @@ mod tests {
             r#"{{"product_id":"prd_1","quantity":1,"customer_id":"{}","consent":{{"terms_version":"v1","marketing":false}}}}"#,
             "é".repeat(201)
         );
+        let ascii = |n: usize| {
+            format!(
+                r#"{{"product_id":"prd_1","quantity":1,"customer_id":"{}","consent":{{"terms_version":"v1","marketing":false}}}}"#,
+                "c".repeat(n)
+            )
+        };
+        let (longest, too_long) = (ascii(200), ascii(201));
+        assert!(CheckoutFields::plain(longest.as_bytes(), None).is_some());
+        assert!(CheckoutFields::plain(too_long.as_bytes(), None).is_none());
+        assert!(general(&too_long, None).is_none());
         let paths = [None, Some("prd_1"), Some("prd_2")];
         let mut plain_taken = 0;
-        for body in bodies.iter().copied().chain([long.as_str()]) {
+        for body in
+            bodies
+                .iter()
+                .copied()
+                .chain([long.as_str(), longest.as_str(), too_long.as_str()])
+        {
             for path_id in paths {
                 let Some(plain) = CheckoutFields::plain(body.as_bytes(), path_id) else {
                     continue;
@@ -209,6 +230,6 @@ mod tests {
         assert!(CheckoutFields::plain(ok.as_bytes(), None).is_some());
         assert!(CheckoutFields::plain(ok.as_bytes(), Some("prd_1")).is_some());
         assert!(CheckoutFields::plain(bodies[1].as_bytes(), Some("prd_1")).is_some());
-        assert_eq!(plain_taken, 4);
+        assert_eq!(plain_taken, 6);
     }
 }
