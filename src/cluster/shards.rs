@@ -9,6 +9,23 @@ pub const SHARDS: usize = 256;
 
 /// The shard of a product: a stable hash of its id.
 pub fn shard_of(product_id: &str) -> usize {
+    thread_local! {
+        /// The last product this thread placed, and its shard: in a drop, request after
+        /// request names the same product, and the hash is most of a placement's cost.
+        static LAST: std::cell::RefCell<Option<(String, usize)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((id, shard)) if id == product_id => *shard,
+        _ => {
+            let shard = hashed_shard(product_id);
+            *last = Some((product_id.to_owned(), shard));
+            shard
+        }
+    })
+}
+
+fn hashed_shard(product_id: &str) -> usize {
     let digest = Sha256::digest(product_id.as_bytes());
     usize::from(u16::from_be_bytes([digest[0], digest[1]])) % SHARDS
 }
@@ -42,6 +59,13 @@ mod tests {
             seen[shard_of(&format!("prd_{i}"))] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50 && n < 200), "{seen:?}");
+    }
+
+    #[test]
+    fn the_remembered_shard_is_the_hashed_one() {
+        for id in ["prd_a", "prd_a", "prd_b", "prd_a", "", "prd_b"] {
+            assert_eq!(shard_of(id), hashed_shard(id), "{id}");
+        }
     }
 
     #[test]
