@@ -38,6 +38,11 @@ pub const ORDER_STATUSES: &[&str] = &["reserved", "confirmed", "cancelled", "exp
 #[allow(dead_code)]
 pub struct ConfirmRequest {
     /// The payment provider's reference, 1–255 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     payment_reference: String,
 }
 
@@ -88,9 +93,9 @@ pub async fn get_order(
 /// The store's orders, newest first, filtered, in pages (admin key).
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
     params(
-        ("status" = Option<String>, Query, description = "reserved, confirmed, cancelled or expired"),
+        ("status" = Option<String>, Query, pattern = "^(reserved|confirmed|cancelled|expired)$", description = "reserved, confirmed, cancelled or expired"),
         ("product_id" = Option<String>, Query), ("customer_id" = Option<String>, Query),
-        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
     responses((status = 200, body = OrderPage), (status = 422)))]

@@ -16,7 +16,12 @@ use crate::domain::validate::{Fields, Required};
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct JoinQueueRequest {
-    /// The store's id for the buyer (the one checkout will name).
+    /// The store's id for the buyer (the one checkout will name), 1–200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     customer_id: String,
 }
 

@@ -17,9 +17,15 @@ pub const PLANS: &[&str] = &["free", "pro", "enterprise"];
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct CreateStoreRequest {
-    /// 1–200 characters.
+    /// 1–200 characters, none a control character.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
     /// `free`, `pro` or `enterprise`: the store's request-rate tier.
+    #[schema(pattern = "^(free|pro|enterprise)$")]
     plan: String,
 }
 

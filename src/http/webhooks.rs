@@ -22,18 +22,47 @@ const ROTATION_OVERLAP_SECS: f64 = 24.0 * 3600.0;
 const STATUSES: &[&str] = &["enabled", "disabled"];
 const DELIVERY_STATUSES: &[&str] = &["pending", "delivered", "failed"];
 
+/// An event type a store may subscribe to.
+// The schema of `events`' items; the service reads them as `EVENT_TYPES`, which a test
+// holds this to.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum EventType {
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.confirmed")]
+    OrderConfirmed,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    #[serde(rename = "order.expired")]
+    OrderExpired,
+    #[serde(rename = "product.sold_out")]
+    ProductSoldOut,
+    #[serde(rename = "product.restocked")]
+    ProductRestocked,
+    #[serde(rename = "drop.live")]
+    DropLive,
+}
+
 /// `POST /webhooks` body (and the fields a PATCH may send, with `status`).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct EndpointRequest {
     /// `https://` or `http://`, at most 2,000 characters; not an internal address.
+    #[schema(min_length = 1, max_length = 2000)]
     url: String,
-    /// Event types: order.created, order.confirmed, order.cancelled, order.expired,
-    /// product.sold_out, product.restocked, drop.live.
-    events: Vec<String>,
+    /// Event types (at least one; a repeated one counts once).
+    #[schema(min_items = 1)]
+    events: Vec<EventType>,
     /// At most 500 characters.
+    #[schema(
+        min_length = 0,
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     description: Option<String>,
     /// PATCH only: `enabled` or `disabled`.
+    #[schema(pattern = "^(enabled|disabled)$")]
     status: Option<String>,
 }
 
@@ -154,7 +183,7 @@ pub async fn create(
 
 /// The store's endpoints, newest first.
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
-    params(("limit" = Option<i64>, Query, description = "1–200, default 50"),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = EndpointPage)))]
 pub async fn list(
@@ -300,8 +329,8 @@ fn delivery_number(field: &'static str, raw: &str) -> Result<i64, ApiError> {
 /// The endpoint's deliveries, newest first, each with every attempt (oldest first).
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path),
-        ("status" = Option<String>, Query, description = "pending, delivered or failed"),
-        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("status" = Option<String>, Query, pattern = "^(pending|delivered|failed)$", description = "pending, delivered or failed"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = DeliveryPage), (status = 404, description = "webhook_not_found")))]
 pub async fn deliveries(
@@ -358,8 +387,8 @@ pub async fn retry(
 /// The store's events of the retention period (30 days), newest first, each as
 /// delivered: for recovering what an endpoint missed.
 #[utoipa::path(get, path = "/api/v1/events", tag = "webhooks", security(("bearer" = [])),
-    params(("type" = Option<String>, Query, description = "one event type"),
-        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+    params(("type" = Option<String>, Query, pattern = "^(order\\.(created|confirmed|cancelled|expired)|product\\.(sold_out|restocked)|drop\\.live)$", description = "one event type"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = EventPage)))]
 pub async fn events(
@@ -397,4 +426,33 @@ pub async fn events(
     let next_cursor = next_page(&mut rows, limit, |(at, _)| at.to_cursor());
     let items = rows.into_iter().map(|(_, e)| e).collect();
     Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventType::*;
+    use super::EVENT_TYPES;
+
+    #[test]
+    fn the_documented_event_types_are_the_ones_read() {
+        let documented: Vec<String> = [
+            OrderCreated,
+            OrderConfirmed,
+            OrderCancelled,
+            OrderExpired,
+            ProductSoldOut,
+            ProductRestocked,
+            DropLive,
+        ]
+        .iter()
+        .map(|t| {
+            serde_json::to_value(t)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+        assert_eq!(documented, EVENT_TYPES);
+    }
 }

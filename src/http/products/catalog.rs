@@ -48,9 +48,9 @@ pub struct DropCalendar {
 /// The store's products, filtered by status, sorted, in pages (admin or storefront).
 #[utoipa::path(get, path = "/api/v1/products", tag = "products", security(("bearer" = [])),
     params(
-        ("status" = Option<String>, Query, description = "scheduled, live, sold_out or ended"),
-        ("sort" = Option<String>, Query, description = "created_at, sale_starts_at or price_cents, `-` for descending; default -created_at"),
-        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("status" = Option<String>, Query, pattern = "^(scheduled|live|sold_out|ended)$", description = "scheduled, live, sold_out or ended"),
+        ("sort" = Option<String>, Query, pattern = "^-?(created_at|sale_starts_at|price_cents)$", description = "created_at, sale_starts_at or price_cents, `-` for descending; default -created_at"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
     responses((status = 200, body = ProductPage, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),
@@ -129,7 +129,7 @@ async fn render_list_products(
 #[utoipa::path(get, path = "/api/v1/drops", tag = "products", security(("bearer" = [])),
     params(("from" = Option<String>, Query, description = "RFC 3339; default now"),
         ("to" = Option<String>, Query, description = "RFC 3339; default from + 7 days"),
-        ("limit" = Option<i64>, Query, description = "1–200, default 50"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1–200, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("fields" = Option<String>, Query, description = "comma-separated fields to return")),
     responses((status = 200, body = DropCalendar, headers(("Cache-Control" = String), ("Vary" = String, description = "`Authorization, Accept-Encoding`"),

@@ -15,19 +15,44 @@ use crate::domain::waiting_room::WaitingRoom;
 #[allow(dead_code)]
 pub struct CreateProductRequest {
     /// Unique within the store, 1–64 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     sku: String,
+    /// 1–200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
+    /// At most 5,000 characters.
+    #[schema(
+        min_length = 0,
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     description: Option<String>,
     /// Integer minor units, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     price_cents: i64,
     /// ISO 4217, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     currency: String,
     /// Units put on sale, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     stock: i64,
+    /// Units one customer may buy, 1–1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     max_per_customer: Option<i32>,
     sale_starts_at: Option<chrono::DateTime<Utc>>,
+    /// After `sale_starts_at`.
     sale_ends_at: Option<chrono::DateTime<Utc>>,
-    /// How long a checkout holds stock awaiting payment (default 0: confirmed at once).
+    /// How long a checkout holds stock awaiting payment (default 0: confirmed at once),
+    /// at most 7 days.
+    #[schema(minimum = 0, maximum = 604_800)]
     hold_seconds: Option<i32>,
     /// A virtual waiting room for the drop (needs sale_starts_at).
     waiting_room: Option<WaitingRoom>,
@@ -38,6 +63,7 @@ pub struct CreateProductRequest {
 #[allow(dead_code)]
 pub struct RestockRequest {
     /// ≥ 1.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     quantity: i64,
 }
 
@@ -87,16 +113,35 @@ pub(super) fn parse_new_product(body: &serde_json::Value) -> Result<NewProduct, 
     })
 }
 
-/// `PATCH /products/{id}` body: any of these; `null` clears the nullable ones.
+/// `PATCH /products/{id}` body: any of these, at least one; `null` clears the nullable
+/// ones.
 #[derive(utoipa::ToSchema)]
+#[schema(min_properties = 1)]
 #[allow(dead_code)]
 pub struct PatchProductRequest {
+    /// 1–200 characters.
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: Option<String>,
+    /// At most 5,000 characters.
+    #[schema(
+        min_length = 0,
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     description: Option<String>,
+    #[schema(nullable = false, minimum = 0, maximum = 1_000_000_000_000_i64)]
     price_cents: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     max_per_customer: Option<i32>,
     sale_starts_at: Option<chrono::DateTime<Utc>>,
     sale_ends_at: Option<chrono::DateTime<Utc>>,
+    /// At most 7 days.
+    #[schema(nullable = false, minimum = 0, maximum = 604_800)]
     hold_seconds: Option<i32>,
     waiting_room: Option<WaitingRoom>,
 }
