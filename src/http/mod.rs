@@ -282,10 +282,10 @@ async fn forward(
         .get::<crate::cluster::forward::Via>()
         .cloned();
     let addr = buyer_addr(req, state);
-    let served = state
-        .actors
-        .cluster()
-        .serve_elsewhere(req, product_id, body, via.as_ref(), addr)
+    // Boxed: the forwarding's future is kilobytes, and inline it would be part of every
+    // handler's future that may forward, moved on every request, forwarded or not.
+    let cluster = state.actors.cluster();
+    let served = Box::pin(cluster.serve_elsewhere(req, product_id, body, via.as_ref(), addr))
         .await?;
     match served {
         crate::cluster::forward::Served::There(answer) => Ok(Some(answer)),

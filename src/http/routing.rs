@@ -23,7 +23,7 @@ pub fn product_in_path(path: &str) -> Option<&str> {
 /// the cluster's secret), and forwards a request about another instance's product.
 /// `Ok(req)`: serve it here; `Err(answer)`: answered (by the owner, or 503).
 pub async fn place(
-    mut req: ServiceRequest,
+    req: ServiceRequest,
 ) -> Result<(ServiceRequest, Option<Via>), ServiceResponse> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok((req, None));
@@ -42,6 +42,20 @@ pub async fn place(
         req.extensions_mut().insert(ticket);
         return Ok((req, via));
     }
+    // Boxed: the forwarding's future is kilobytes, and inline it would make the front
+    // door's future (moved on every request) that much larger.
+    Box::pin(place_elsewhere(req, state, product_id, via)).await
+}
+
+/// [`place`] for a product whose shard is not held here: the request goes to its owner,
+/// unless the shard came here meanwhile.
+async fn place_elsewhere(
+    mut req: ServiceRequest,
+    state: web::Data<AppState>,
+    product_id: String,
+    via: Option<Via>,
+) -> Result<(ServiceRequest, Option<Via>), ServiceResponse> {
+    let cluster = state.actors.cluster();
     let body = match read_body(&mut req, state.body_limit).await {
         Ok(body) => body,
         Err(e) => {

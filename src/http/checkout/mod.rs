@@ -253,8 +253,7 @@ async fn place_order(
     // The product's key filter says an older order may have this key: the database
     // knows. Found: replayed (or refused as reused); not found: a new checkout.
     if let Ok(Checkout::MaybeKnown(cmd)) = answer {
-        let client = state.pool.get().await?;
-        match find_by_idempotency_key(&client, &grant.store_id, key).await? {
+        match Box::pin(stored_by_key(state, &grant.store_id, key)).await? {
             Some((_, known)) if known != request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)
             }
@@ -262,7 +261,6 @@ async fn place_order(
                 return replay_stored(state, &grant.store_id, key, request_hash, Some(order))
             }
             None => {
-                drop(client);
                 answer = send(CheckoutCommand {
                     key_checked: true,
                     ..*cmd
@@ -292,13 +290,11 @@ async fn place_order(
             if let Some(known) = remembered(state, &grant.store_id, key) {
                 return answer_known(&known, request_hash);
             }
-            let client = state.pool.get().await?;
-            let order = find_order(&client, &grant.store_id, &order_id).await?;
+            let order = Box::pin(stored_order(state, &grant.store_id, &order_id)).await?;
             replay_stored(state, &grant.store_id, key, request_hash, order)
         }
         Ok(Checkout::Duplicate | Checkout::MaybeKnown(_)) => {
-            let client = state.pool.get().await?;
-            match find_by_idempotency_key(&client, &grant.store_id, key).await? {
+            match Box::pin(stored_by_key(state, &grant.store_id, key)).await? {
                 Some((_, known)) if known != request_hash => Err(ApiError::IdempotencyKeyReused),
                 found => replay_stored(
                     state,
@@ -314,4 +310,28 @@ async fn place_order(
         // knows the key until its batch is resolved.
         Err(e) => Err(e),
     }
+}
+
+// The database's side of a checkout, for the rare answers that need it. Boxed where they
+// are awaited: a query's future is kilobytes, and inline it would be part of every
+// checkout's future, moved on every request.
+
+/// The order stored with `key`, and its request's fingerprint.
+async fn stored_by_key(
+    state: &AppState,
+    store_id: &str,
+    key: &str,
+) -> Result<Option<(Order, Vec<u8>)>, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(find_by_idempotency_key(&client, store_id, key).await?)
+}
+
+/// The stored order `order_id` of the store.
+async fn stored_order(
+    state: &AppState,
+    store_id: &str,
+    order_id: &str,
+) -> Result<Option<Order>, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(find_order(&client, store_id, order_id).await?)
 }
