@@ -285,8 +285,8 @@ async fn forward(
     // Boxed: the forwarding's future is kilobytes, and inline it would be part of every
     // handler's future that may forward, moved on every request, forwarded or not.
     let cluster = state.actors.cluster();
-    let served = Box::pin(cluster.serve_elsewhere(req, product_id, body, via.as_ref(), addr))
-        .await?;
+    let served =
+        Box::pin(cluster.serve_elsewhere(req, product_id, body, via.as_ref(), addr)).await?;
     match served {
         crate::cluster::forward::Served::There(answer) => Ok(Some(answer)),
         crate::cluster::forward::Served::Here(ticket) => {

@@ -22,9 +22,7 @@ pub fn product_in_path(path: &str) -> Option<&str> {
 /// Notes what an earlier instance said about a forwarded request (believed only with
 /// the cluster's secret), and forwards a request about another instance's product.
 /// `Ok(req)`: serve it here; `Err(answer)`: answered (by the owner, or 503).
-pub async fn place(
-    req: ServiceRequest,
-) -> Result<(ServiceRequest, Option<Via>), ServiceResponse> {
+pub async fn place(req: ServiceRequest) -> Result<(ServiceRequest, Option<Via>), ServiceResponse> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok((req, None));
     };
