@@ -15,7 +15,14 @@ pub fn new_id_bits() -> u128 {
 
 /// The id `prefix` + `_` + `bits` (as [`new_id`] writes it).
 pub fn id_from_bits(prefix: &str, bits: u128) -> String {
-    format!("{prefix}_{}", uuid::Uuid::from_u128(bits).simple())
+    // Written directly (once per order): `format!` costs about twice as much.
+    let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+    let hex = uuid::Uuid::from_u128(bits).simple().encode_lower(&mut hex);
+    let mut id = String::with_capacity(prefix.len() + 1 + hex.len());
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(hex);
+    id
 }
 
 /// Which kind of API key a secret is.
@@ -90,6 +97,19 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_is_its_prefix_and_its_bits_in_lowercase_hex() {
+        let bits = 0x0192_3a4b_5c6d_7e8f_9a0b_1c2d_3e4f_5a6bu128;
+        assert_eq!(
+            id_from_bits("ord", bits),
+            "ord_01923a4b5c6d7e8f9a0b1c2d3e4f5a6b"
+        );
+        assert_eq!(
+            id_from_bits("prd", bits),
+            format!("prd_{}", uuid::Uuid::from_u128(bits).simple())
+        );
+    }
 
     #[test]
     fn secrets_are_prefixed_random_and_hash_stably() {
